@@ -1,0 +1,163 @@
+"""The hub configuration of jupyter_kubeai, for ``jupyterhub_config.py``.
+
+:func:`configure` fills a JupyterHub config object for one of two modes,
+picked by the environment variable ``KUBEAI_MODE``:
+
+``local`` (default)
+    No cluster. Users' JupyterLab servers are local processes
+    (``LocalKubeAISpawner``) at home in a local share under
+    ``$KUBEAI_STATE_DIR/share``; demo users ``admin`` (hub admin), ``alice``
+    and ``bob`` (project ``vision``) log in with the password in
+    ``$KUBEAI_STATE_DIR/demo-password``. The hub listens on 127.0.0.1:8000.
+
+``kubernetes``
+    Users' servers are pods (``KubeAISpawner``). Authentication, the hub's
+    addresses and the image are left to the deployment (e.g. the Zero to
+    JupyterHub chart); the kubeai service runs in the hub pod, listens on
+    all interfaces, and the proxy and users' pods reach it at
+    ``$KUBEAI_SERVICE_URL`` (default ``http://hub:10101``).
+
+Environment variables (all optional):
+
+``KUBEAI_MODE``
+    ``local`` or ``kubernetes``.
+``KUBEAI_STATE_DIR``
+    Local state: hub database, cookie secret, demo password, the local share,
+    the service's store. Default: ``.kubeai`` beside ``jupyterhub_config.py``.
+``KUBEAI_SERVICE_PORT``
+    Port of the kubeai service in local mode (default 10101).
+
+Everything set here is ordinary JupyterHub configuration: anything set after
+:func:`configure` in ``jupyterhub_config.py``, or on the ``jupyterhub``
+command line, wins.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from .service.app import MODES
+
+SERVICE_NAME = "kubeai"
+
+#: The demo users of local mode: name -> hub admin or not.
+DEMO_USERS = {"admin": True, "alice": False, "bob": False}
+#: The demo projects (hub groups) of local mode: group -> members.
+DEMO_GROUPS = {"vision": ["alice", "bob"]}
+
+
+def _mode() -> str:
+    mode = os.environ.get("KUBEAI_MODE", "local")
+    if mode not in MODES:
+        raise ValueError(f"KUBEAI_MODE must be one of {', '.join(MODES)}, not {mode!r}")
+    return mode
+
+
+def configure(c, *, project_dir: str | os.PathLike | None = None) -> str:
+    """Configure the hub in ``c`` for ``$KUBEAI_MODE``; return the mode.
+
+    ``project_dir`` is where ``jupyterhub_config.py`` lives: the default
+    state folder is ``<project_dir>/.kubeai`` and configurable-http-proxy is
+    taken from ``<project_dir>/proxy/node_modules`` when installed there.
+    """
+    mode = _mode()
+    project_dir = Path(project_dir or os.getcwd()).absolute()
+    state_dir = Path(os.environ.get("KUBEAI_STATE_DIR", project_dir / ".kubeai")).absolute()
+    # The spawner, the demo login and the service read it too.
+    os.environ["KUBEAI_STATE_DIR"] = str(state_dir)
+
+    _configure_roles(c)
+    c.Spawner.default_url = "/lab"
+    if mode == "local":
+        _configure_local(c, project_dir, state_dir)
+    else:
+        _configure_kubernetes(c)
+    return mode
+
+
+def _configured_list(section, name: str) -> list:
+    """A list setting as configured so far (``[]`` when unset)."""
+    return list(section[name]) if name in section else []
+
+
+def _service(c, *, mode: str, url: str, args: list[str] = (), environment: dict[str, str] | None = None) -> None:
+    services = [s for s in _configured_list(c.JupyterHub, "services") if s.get("name") != SERVICE_NAME]
+    services.append(
+        {
+            "name": SERVICE_NAME,
+            "url": url,
+            "command": [sys.executable, "-m", "jupyter_kubeai.service", *args],
+            "environment": {"KUBEAI_MODE": mode, **(environment or {})},
+            "oauth_no_confirm": True,
+        }
+    )
+    c.JupyterHub.services = services
+
+
+def _configure_roles(c) -> None:
+    """Who may do what with the kubeai service.
+
+    - the service reads users and groups (who is asking, their projects);
+    - users, and the tokens of their servers, may call the service.
+    """
+    access = f"access:services!service={SERVICE_NAME}"
+    ours = ("kubeai-service", "user", "server")
+    roles = [r for r in _configured_list(c.JupyterHub, "load_roles") if r.get("name") not in ours]
+    roles += [
+        {
+            "name": "kubeai-service",
+            "description": "The kubeai hub service: read users, groups and servers.",
+            "scopes": ["read:users", "list:users", "read:groups", "list:groups", "read:servers"],
+            "services": [SERVICE_NAME],
+        },
+        {"name": "user", "scopes": ["self", access]},
+        {"name": "server", "scopes": ["users:activity!user", "access:servers!server", access]},
+    ]
+    c.JupyterHub.load_roles = roles
+
+
+def _configure_local(c, project_dir: Path, state_dir: Path) -> None:
+    from .local.auth import DemoAuthenticator
+    from .local.spawner import LocalKubeAISpawner
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    service_port = int(os.environ.get("KUBEAI_SERVICE_PORT", "10101"))
+    service_url = f"http://127.0.0.1:{service_port}"
+
+    c.JupyterHub.ip = "127.0.0.1"
+    c.JupyterHub.port = 8000
+    c.JupyterHub.db_url = f"sqlite:///{state_dir / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(state_dir / "jupyterhub_cookie_secret")
+    c.ConfigurableHTTPProxy.pid_file = str(state_dir / "jupyterhub-proxy.pid")
+    chp = project_dir / "proxy" / "node_modules" / ".bin" / "configurable-http-proxy"
+    if chp.exists():
+        c.ConfigurableHTTPProxy.command = [str(chp)]
+    elif not shutil.which("configurable-http-proxy"):
+        raise RuntimeError(
+            f"configurable-http-proxy is not installed: run `make run` (it installs it into {chp.parent.parent})"
+        )
+
+    c.JupyterHub.authenticator_class = DemoAuthenticator
+    c.Authenticator.allowed_users = set(DEMO_USERS)
+    c.Authenticator.admin_users = {name for name, admin in DEMO_USERS.items() if admin}
+    c.JupyterHub.load_groups = {group: {"users": users} for group, users in DEMO_GROUPS.items()}
+
+    c.JupyterHub.spawner_class = LocalKubeAISpawner
+    c.LocalKubeAISpawner.share_root = str(state_dir / "share")
+    c.LocalKubeAISpawner.kubeai_service_url = f"{service_url}/services/{SERVICE_NAME}/"
+    c.LocalKubeAISpawner.kubeai_mode = "local"
+
+    _service(c, mode="local", url=service_url, environment={"KUBEAI_STATE_DIR": str(state_dir)})
+
+
+def _configure_kubernetes(c) -> None:
+    from .spawner import KubeAISpawner
+
+    url = os.environ.get("KUBEAI_SERVICE_URL", "http://hub:10101").rstrip("/")
+    c.JupyterHub.spawner_class = KubeAISpawner
+    c.KubeAISpawner.kubeai_service_url = f"{url}/services/{SERVICE_NAME}/"
+    c.KubeAISpawner.kubeai_mode = "kubernetes"
+    _service(c, mode="kubernetes", url=url, args=["--KubeAIService.ip=0.0.0.0"])

@@ -1,0 +1,187 @@
+"""``KubeAIService``: the hub service process.
+
+Started by the hub (``JupyterHub.services``, see ``jupyter_kubeai.hubconfig``)
+as ``python -m jupyter_kubeai.service``. It learns its address, prefix and
+hub API token from the ``JUPYTERHUB_*`` environment the hub gives every
+managed service; its own settings are the traitlets below (command line
+``--KubeAIService.<name>=...`` or a config file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from functools import cached_property
+from importlib.resources import files
+from urllib.parse import urlparse
+
+import yaml
+from jupyterhub.services.auth import HubOAuth
+from tornado import web
+from tornado.httpserver import HTTPServer
+from traitlets import Float, Integer, Unicode, default, validate
+from traitlets.config import Application
+
+from .. import __version__
+from .handlers import HealthHandler, MeHandler, NotFoundHandler, OAuthCallbackHandler, OpenAPIHandler
+from .identity import HubDirectory
+
+MODES = ("local", "kubernetes")
+
+
+class KubeAIService(Application):
+    """The jupyter_kubeai hub service (control plane)."""
+
+    name = "kubeai-service"
+    version = __version__
+    description = "The jupyter_kubeai hub service: catalog, jobs, models and services."
+
+    @default("log_level")
+    def _default_log_level(self):
+        return logging.INFO
+
+    config_file = Unicode(
+        "",
+        config=True,
+        help="""A Python config file to load (``c.KubeAIService...``). Default: ``$KUBEAI_SERVICE_CONFIG``.""",
+    )
+
+    @default("config_file")
+    def _default_config_file(self):
+        return os.environ.get("KUBEAI_SERVICE_CONFIG", "")
+
+    mode = Unicode(
+        config=True,
+        help="""``local`` (processes on this machine) or ``kubernetes`` (the cluster).
+
+        Default: ``$KUBEAI_MODE``, else ``local``. ``jupyter_kubeai.hubconfig``
+        passes the hub's own mode, so hub and service always agree.
+        """,
+    )
+
+    @default("mode")
+    def _default_mode(self):
+        return os.environ.get("KUBEAI_MODE", "local")
+
+    @validate("mode")
+    def _validate_mode(self, proposal):
+        if proposal.value not in MODES:
+            raise ValueError(f"KubeAIService.mode must be one of {MODES}, not {proposal.value!r}")
+        return proposal.value
+
+    service_url = Unicode(
+        config=True,
+        help="""The URL this service listens at. Default: ``$JUPYTERHUB_SERVICE_URL``
+        (the ``url`` of the service in the hub config).""",
+    )
+
+    @default("service_url")
+    def _default_service_url(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101")
+
+    service_prefix = Unicode(
+        config=True,
+        help="""URL prefix of every route. Default: ``$JUPYTERHUB_SERVICE_PREFIX``, else ``/services/kubeai/``.""",
+    )
+
+    @default("service_prefix")
+    def _default_service_prefix(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/kubeai/")
+
+    @validate("service_prefix")
+    def _validate_service_prefix(self, proposal):
+        prefix = "/" + proposal.value.strip("/") + "/"
+        return prefix.replace("//", "/")
+
+    ip = Unicode(
+        config=True,
+        help="""Address to listen on. Default: the host of ``service_url``.""",
+    )
+
+    @default("ip")
+    def _default_ip(self):
+        return urlparse(self.service_url).hostname or "127.0.0.1"
+
+    port = Integer(
+        config=True,
+        help="""Port to listen on. Default: the port of ``service_url``.""",
+    )
+
+    @default("port")
+    def _default_port(self):
+        return urlparse(self.service_url).port or 80
+
+    identity_cache_seconds = Float(
+        10.0,
+        config=True,
+        help="""How long a caller's groups and admin flag are cached after a hub lookup.
+
+        A change of groups or admin rights in the hub shows within this time.
+        """,
+    )
+
+    def load_config(self, argv=None) -> None:
+        self.parse_command_line(argv)
+        if self.config_file:
+            self.load_config_file(self.config_file)
+            # The command line wins over the file.
+            self.parse_command_line(argv)
+
+    @cached_property
+    def openapi_document(self) -> dict:
+        doc = yaml.safe_load(files(__package__).joinpath("openapi.yaml").read_text())
+        doc["info"]["version"] = __version__
+        doc["servers"] = [{"url": self.service_prefix.rstrip("/")}]
+        return doc
+
+    def routes(self) -> list[tuple[str, type]]:
+        """The service's routes, relative to ``service_prefix``."""
+        return [
+            ("api/me", MeHandler),
+            ("api/health", HealthHandler),
+            ("api/openapi.json", OpenAPIHandler),
+            ("oauth_callback", OAuthCallbackHandler),
+        ]
+
+    def make_app(self) -> web.Application:
+        hub_auth = HubOAuth(parent=self, cache_max_age=60)
+        directory = HubDirectory(
+            hub_auth.api_url, hub_auth.api_token, ttl=self.identity_cache_seconds
+        )
+        handlers = [(self.service_prefix + path, handler) for path, handler in self.routes()]
+        return web.Application(
+            handlers,
+            default_handler_class=NotFoundHandler,
+            kubeai=self,
+            hub_auth=hub_auth,
+            kubeai_directory=directory,
+            # Only the OAuth state/user cookies use it; losing it on restart
+            # means users pass the (silent) hub OAuth once more.
+            cookie_secret=os.urandom(32),
+            login_url=hub_auth.login_url,
+        )
+
+    async def serve(self) -> None:
+        """Listen until SIGTERM or SIGINT, then stop accepting and return."""
+        server = HTTPServer(self.make_app(), xheaders=True)
+        server.listen(self.port, self.ip)
+        self.log.info("kubeai service %s (%s mode) at http://%s:%s%s", __version__, self.mode, self.ip, self.port, self.service_prefix)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        self.log.info("kubeai service stopping")
+        server.stop()
+        await server.close_all_connections()
+
+    def start(self) -> None:
+        asyncio.run(self.serve())
+
+
+def main(argv=None) -> None:
+    app = KubeAIService()
+    app.load_config(argv)
+    app.start()

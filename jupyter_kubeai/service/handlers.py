@@ -1,0 +1,146 @@
+"""Thin request handlers of the hub service.
+
+Every handler derives from :class:`BaseHandler`, which authenticates the
+caller in ``prepare()`` and refuses anyone without a hub identity (403),
+unless the handler says ``public = True``. Errors become JSON
+``{"message", "reason"}`` with their status from :mod:`.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
+from tornado import web
+
+from .. import __version__
+from .errors import KubeAIError, NotAuthenticated, NotFound, Unavailable, http_status
+from .identity import Identity
+
+log = logging.getLogger(__name__)
+
+
+class _SettingsHubAuth:
+    """Use the application's HubOAuth instead of a process-wide singleton."""
+
+    @property
+    def hub_auth(self):
+        return self.settings["hub_auth"]
+
+    @hub_auth.setter
+    def hub_auth(self, value):  # pragma: no cover - HubAuthenticated may assign
+        pass
+
+
+class BaseHandler(_SettingsHubAuth, HubOAuthenticated, web.RequestHandler):
+    """Authenticated JSON handler."""
+
+    #: Set to True on handlers anyone may call (health, the API document).
+    public = False
+
+    identity: Identity | None = None
+
+    @property
+    def service(self):
+        """The running ``KubeAIService`` application (settings, backends)."""
+        return self.settings["kubeai"]
+
+    async def prepare(self):
+        self.identity = await self._authenticate()
+        if self.identity is None and not self.public:
+            raise NotAuthenticated(
+                "This API needs a JupyterHub identity: send a hub API token "
+                "(Authorization: token ...) allowed to access the kubeai service, "
+                "or log in to the hub first."
+            )
+
+    async def _authenticate(self) -> Identity | None:
+        try:
+            # A forged or expired credential gives None; an error means the
+            # hub itself could not be asked.
+            model = await self.hub_auth.get_user(self, sync=False)
+        except web.HTTPError as e:
+            raise Unavailable(
+                "The kubeai service cannot check credentials with the hub right now "
+                f"({e.log_message}); try again in a moment."
+            ) from e
+        if not model:
+            return None
+        try:
+            model = self.check_hub_user(model)
+        except UserNotAllowed:
+            return None
+        if model is None:
+            return None
+        return await self.settings["kubeai_directory"].identify(model)
+
+    def get_current_user(self):
+        return self.identity
+
+    def write_json(self, data, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(data))
+
+    def log_exception(self, typ, value, tb):
+        if isinstance(value, KubeAIError):
+            log.info("%s %s -> %s: %s", self.request.method, self.request.path, value.status, value)
+        else:
+            super().log_exception(typ, value, tb)
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, KubeAIError):
+            status_code = http_status(error)
+            body = {"message": error.message, "reason": error.reason}
+        elif isinstance(error, web.HTTPError):
+            body = {"message": error.log_message or self._reason, "reason": "http"}
+        elif status_code >= 500:
+            body = {
+                "message": "Internal error in the kubeai service; the hub admin can find the details in its log.",
+                "reason": "internal",
+            }
+        else:
+            body = {"message": self._reason, "reason": "http"}
+        self.set_status(status_code)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(body))
+
+
+class MeHandler(BaseHandler):
+    async def get(self):
+        me = self.identity.to_json()
+        me["mode"] = self.service.mode
+        me["service_version"] = __version__
+        self.write_json(me)
+
+
+class HealthHandler(BaseHandler):
+    public = True
+
+    async def prepare(self):
+        # Liveness must not depend on the hub answering token checks.
+        self.identity = None
+
+    async def get(self):
+        self.write_json({"status": "ok", "version": __version__, "mode": self.service.mode})
+
+
+class OpenAPIHandler(BaseHandler):
+    public = True
+
+    async def get(self):
+        self.write_json(self.service.openapi_document)
+
+
+class NotFoundHandler(BaseHandler):
+    """Any path the service does not have: a JSON 404 (after authentication)."""
+
+    async def prepare(self):
+        await super().prepare()
+        raise NotFound(f"The kubeai service has no route {self.request.path!r}; see api/openapi.json.")
+
+
+class OAuthCallbackHandler(_SettingsHubAuth, HubOAuthCallbackHandler):
+    """Finishes the hub OAuth login for the service's browser pages."""

@@ -1,0 +1,148 @@
+/**
+ * The KubeAI sidebar panel.
+ *
+ * Its first section shows the connection: whether the hub service answers
+ * through the server extension, who the user is, their projects (hub groups)
+ * and the mode (local or Kubernetes).
+ */
+import { ITranslator, nullTranslator, TranslationBundle } from '@jupyterlab/translation';
+import { SidePanel } from '@jupyterlab/ui-components';
+import { Widget } from '@lumino/widgets';
+
+import { ConnectionAPI, IMe, KubeAIError } from './api';
+import { kubeaiIcon } from './icon';
+
+/** The connection section: one refreshable view of `GET /api/me`. */
+export class ConnectionView extends Widget {
+  constructor(
+    private readonly api: ConnectionAPI,
+    private readonly trans: TranslationBundle
+  ) {
+    super();
+    this.addClass('jp-KubeAI-connection');
+    this.title.label = trans.__('Connection');
+  }
+
+  /** Ask the hub service again and redraw. */
+  async refresh(): Promise<void> {
+    this.node.dataset.state = 'loading';
+    this.renderMessage(this.trans.__('Connecting to the KubeAI service…'));
+    try {
+      const me = await this.api.me();
+      this.renderMe(me);
+    } catch (error) {
+      this.renderError(error);
+    }
+  }
+
+  protected onAfterAttach(): void {
+    void this.refresh();
+  }
+
+  private renderMe(me: IMe): void {
+    const trans = this.trans;
+    this.node.dataset.state = 'connected';
+    this.node.replaceChildren();
+    const status = document.createElement('p');
+    status.className = 'jp-KubeAI-status jp-KubeAI-status-ok';
+    status.dataset.kubeaiField = 'status';
+    status.textContent = trans.__('Connected to the KubeAI service');
+    this.node.appendChild(status);
+
+    const list = document.createElement('dl');
+    list.className = 'jp-KubeAI-facts';
+    const add = (field: string, label: string, value: Node | string) => {
+      const dt = document.createElement('dt');
+      dt.textContent = label;
+      const dd = document.createElement('dd');
+      dd.dataset.kubeaiField = field;
+      dd.append(value);
+      list.append(dt, dd);
+    };
+    add('user', trans.__('User'), me.admin ? `${me.name} (${trans.__('admin')})` : me.name);
+    add('projects', trans.__('Projects'), this.projectList(me.groups));
+    add(
+      'mode',
+      trans.__('Mode'),
+      me.mode === 'kubernetes' ? trans.__('Kubernetes') : trans.__('Local')
+    );
+    this.node.appendChild(list);
+    this.node.appendChild(this.refreshButton());
+  }
+
+  private projectList(groups: string[]): Node {
+    if (groups.length === 0) {
+      const none = document.createElement('span');
+      none.className = 'jp-KubeAI-muted';
+      none.textContent = this.trans.__('none (ask an admin to add you to a project group)');
+      return none;
+    }
+    const ul = document.createElement('ul');
+    ul.className = 'jp-KubeAI-projects';
+    for (const group of groups) {
+      const li = document.createElement('li');
+      li.textContent = group;
+      ul.appendChild(li);
+    }
+    return ul;
+  }
+
+  private renderError(error: unknown): void {
+    const trans = this.trans;
+    this.node.dataset.state = 'error';
+    let detail = String(error);
+    if (error instanceof KubeAIError) {
+      detail = error.message;
+    }
+    this.node.replaceChildren();
+    const status = document.createElement('p');
+    status.className = 'jp-KubeAI-status jp-KubeAI-status-error';
+    status.dataset.kubeaiField = 'status';
+    status.textContent = trans.__('The KubeAI service is unreachable.');
+    const why = document.createElement('p');
+    why.className = 'jp-KubeAI-error-detail';
+    why.dataset.kubeaiField = 'error';
+    why.textContent = detail;
+    const hint = document.createElement('p');
+    hint.className = 'jp-KubeAI-muted';
+    hint.textContent = trans.__(
+      'Jobs, models and services need it. Retry in a moment; if it persists, ask a hub admin to check the "kubeai" service in the hub log.'
+    );
+    this.node.append(status, why, hint, this.refreshButton());
+  }
+
+  private renderMessage(message: string): void {
+    const p = document.createElement('p');
+    p.className = 'jp-KubeAI-muted';
+    p.textContent = message;
+    this.node.replaceChildren(p);
+  }
+
+  private refreshButton(): HTMLButtonElement {
+    const button = document.createElement('button');
+    button.className = 'jp-Button jp-mod-styled jp-mod-reject jp-KubeAI-refresh';
+    button.textContent = this.trans.__('Refresh');
+    button.onclick = () => void this.refresh();
+    return button;
+  }
+}
+
+/** The sidebar panel holding the KubeAI sections. */
+export class KubeAIPanel extends SidePanel {
+  readonly connection: ConnectionView;
+
+  constructor(translator: ITranslator = nullTranslator) {
+    const trans = translator.load('jupyter_kubeai');
+    super({ translator });
+    this.id = 'jp-kubeai-panel';
+    this.addClass('jp-KubeAI-panel');
+    this.title.icon = kubeaiIcon;
+    this.title.caption = trans.__('KubeAI');
+    const heading = new Widget();
+    heading.node.textContent = trans.__('KubeAI');
+    heading.addClass('jp-KubeAI-heading');
+    this.header.addWidget(heading);
+    this.connection = new ConnectionView(new ConnectionAPI(), trans);
+    this.addWidget(this.connection);
+  }
+}

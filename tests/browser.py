@@ -1,0 +1,43 @@
+"""Headless Chromium for browser tests: Debian's chromium, driven by Playwright.
+
+Never downloads a browser: it launches /usr/bin/chromium (``make test``
+installs it), with the flags a closed network needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str:
+    path = os.environ.get("KUBEAI_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(path):
+        raise RuntimeError("Chromium is missing: `make test` installs it (apt-get install chromium)")
+    return path
+
+
+@contextlib.contextmanager
+def chromium_page(viewport=(1400, 900)):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+            page = context.new_page()
+            yield page
+        finally:
+            browser.close()

@@ -1,0 +1,119 @@
+"""End to end in local mode: the real hub, proxy, service, Lab and Chromium.
+
+One hub for the module (starting it takes seconds); each test logs in as
+the user it needs. Screenshots land in ``test-artifacts/``.
+"""
+
+import os
+import time
+
+import pytest
+import requests
+
+from processes import REPO, LocalHub
+
+pytestmark = pytest.mark.e2e
+
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    hub = LocalHub(tmp_path_factory.mktemp("hub")).start()
+    yield hub
+    left = hub.stop()
+    assert left == [], f"processes left running after the hub stopped: {left}"
+
+
+def wait_for_server(session: requests.Session, hub: LocalHub, user: str, timeout=90):
+    """Start the user's server (if needed), and log in to it as a browser does.
+
+    Until the server is up, /user/<name>/lab leads to the hub's spawn page;
+    once up, it passes the server's OAuth login and lands on Lab itself.
+    """
+    deadline = time.monotonic() + timeout
+    session.get(f"{hub.url}/hub/spawn/{user}")
+    lab = f"{hub.url}/user/{user}/lab"
+    while time.monotonic() < deadline:
+        r = session.get(lab)
+        if r.status_code == 200 and r.url.split("?")[0] == lab:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{user}'s server did not start; hub log:\n" + hub.log.read_text()[-4000:])
+
+
+def test_service_refuses_anyone_without_a_hub_identity(hub):
+    me = hub.url + "/services/kubeai/api/me"
+    assert requests.get(me).status_code == 403
+    assert requests.get(me, headers={"Authorization": "token forged"}).status_code == 403
+    # A session of the hub itself is not the service's: the browser must go
+    # through the service's own OAuth login, which a plain API call does not.
+    session = hub.login("alice")
+    assert session.get(me, allow_redirects=False).status_code == 403
+    body = requests.get(me).json()
+    assert body["reason"] == "not_authenticated"
+
+
+def test_user_tokens_identify_the_user_with_groups_and_admin(hub):
+    me = hub.url + "/services/kubeai/api/me"
+    alice = requests.get(me, headers={"Authorization": f"token {hub.token('alice')}"}).json()
+    assert alice["name"] == "alice"
+    assert alice["groups"] == ["vision"]
+    assert alice["admin"] is False
+    assert alice["mode"] == "local"
+    admin = requests.get(me, headers={"Authorization": f"token {hub.token('admin')}"}).json()
+    assert (admin["name"], admin["admin"], admin["groups"]) == ("admin", True, [])
+
+
+def test_demo_login_wants_the_password(hub):
+    session = requests.Session()
+    session.get(hub.url + "/hub/login")
+    for username, password in [("alice", "wrong-password"), ("mallory", hub.password)]:
+        r = session.post(
+            hub.url + "/hub/login",
+            data={"username": username, "password": password, "_xsrf": session.cookies.get("_xsrf")},
+            allow_redirects=False,
+        )
+        assert r.status_code == 403, (username, r.status_code)
+
+
+def test_bob_server_lives_in_his_share_folder_and_reaches_the_service(hub):
+    session = hub.login("bob")
+    wait_for_server(session, hub, "bob")
+    home = hub.state_dir / "share" / "users" / "bob"
+    assert os.readlink(home / "projects" / "vision") == "../../../projects/vision"
+    assert os.readlink(home / "global") == "../../global"
+    # The lab's working directory is bob's folder: its contents API lists it.
+    listing = session.get(f"{hub.url}/user/bob/api/contents").json()
+    assert {"projects", "global"} <= {item["name"] for item in listing["content"]}
+    # The server extension answers as bob, through the hub service.
+    r = session.get(f"{hub.url}/user/bob/kubeai/api/me")
+    assert r.status_code == 200, r.text
+    assert (r.json()["name"], r.json()["groups"]) == ("bob", ["vision"])
+
+
+@pytest.mark.browser
+def test_alice_logs_in_and_sees_her_panel(hub):
+    from playwright.sync_api import expect
+
+    from browser import chromium_page
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with chromium_page() as page:
+        page.goto(hub.url + "/hub/login")
+        page.fill("#username_input", "alice")
+        page.fill("#password_input", hub.password)
+        page.click("#login_submit")
+        # The hub spawns alice's server and sends the browser on to Lab.
+        page.wait_for_url("**/user/alice/lab**", timeout=120_000)
+        page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
+
+        page.click('.jp-SideBar [data-id="jp-kubeai-panel"]')
+        panel = page.locator("#jp-kubeai-panel")
+        expect(panel.locator('[data-kubeai-field="status"]')).to_have_text(
+            "Connected to the KubeAI service", timeout=60_000
+        )
+        expect(panel.locator('[data-kubeai-field="user"]')).to_have_text("alice")
+        expect(panel.locator('[data-kubeai-field="projects"]')).to_contain_text("vision")
+        expect(panel.locator('[data-kubeai-field="mode"]')).to_have_text("Local")
+        page.screenshot(path=str(ARTIFACTS / "e2e-alice-kubeai-panel.png"))

@@ -1,0 +1,221 @@
+"""Local mode pieces that run inside the hub: demo login, spawner, config."""
+
+import json
+import os
+import stat
+from types import SimpleNamespace
+
+import pytest
+from jupyterhub.app import JupyterHub
+from traitlets.config import Config
+
+from jupyter_kubeai import hubconfig
+from jupyter_kubeai.local.auth import DemoAuthenticator, is_loopback_host, read_or_create_password
+from jupyter_kubeai.local.spawner import LocalKubeAISpawner
+from jupyter_kubeai.spawner import KubeAISpawner
+
+
+@pytest.mark.parametrize(
+    "host, loopback",
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("", False),
+        (None, False),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.5", False),
+        ("hub.example.org", False),
+    ],
+)
+def test_is_loopback_host(host, loopback):
+    assert is_loopback_host(host) is loopback
+
+
+def test_password_file_is_random_private_and_stable(tmp_path):
+    path = tmp_path / "state" / "demo-password"
+    first = read_or_create_password(path)
+    assert len(first) >= 12
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert read_or_create_password(path) == first
+    other = read_or_create_password(tmp_path / "other" / "demo-password")
+    assert other != first
+
+
+def make_authenticator(tmp_path, bind_url="http://127.0.0.1:8000/", **config):
+    c = Config()
+    c.Authenticator.allowed_users = {"admin", "alice", "bob"}
+    c.DemoAuthenticator.password_file = str(tmp_path / "demo-password")
+    for key, value in config.items():
+        setattr(c.DemoAuthenticator, key, value)
+    # The hub app itself, as JupyterHub passes it (parent=app), not started.
+    hub = JupyterHub(config=Config({"JupyterHub": {"bind_url": bind_url}}))
+    return DemoAuthenticator(config=c, parent=hub)
+
+
+async def test_demo_login_needs_a_demo_user_and_the_password(tmp_path):
+    auth = make_authenticator(tmp_path)
+    auth.check_allow_config()
+    password = (tmp_path / "demo-password").read_text().strip()
+    assert await auth.authenticate(None, {"username": "alice", "password": password}) == "alice"
+    assert await auth.authenticate(None, {"username": "Alice", "password": password}) == "alice"
+    assert await auth.authenticate(None, {"username": "alice", "password": "wrong-password"}) is None
+    assert await auth.authenticate(None, {"username": "alice", "password": ""}) is None
+    assert await auth.authenticate(None, {"username": "mallory", "password": password}) is None
+
+
+@pytest.mark.parametrize("bind_url", ["http://0.0.0.0:8000/", "http://:8000/", "http://10.1.2.3:8000/"])
+def test_demo_login_refuses_a_non_loopback_hub(tmp_path, bind_url):
+    auth = make_authenticator(tmp_path, bind_url=bind_url)
+    with pytest.raises(ValueError, match="this machine only"):
+        auth.check_allow_config()
+    # An admin may allow it on purpose.
+    make_authenticator(tmp_path, bind_url=bind_url, allow_remote_login=True).check_allow_config()
+
+
+def test_demo_login_refuses_a_short_password(tmp_path):
+    with pytest.raises(ValueError, match="at least 8"):
+        make_authenticator(tmp_path, password="short").check_allow_config()
+
+
+@pytest.fixture
+def local_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBEAI_MODE", "local")
+    monkeypatch.setenv("KUBEAI_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("KUBEAI_SERVICE_PORT", "12345")
+    (tmp_path / "proxy/node_modules/.bin").mkdir(parents=True)
+    (tmp_path / "proxy/node_modules/.bin/configurable-http-proxy").touch()
+    c = Config()
+    assert hubconfig.configure(c, project_dir=tmp_path) == "local"
+    return c
+
+
+def test_local_mode_config(local_config, tmp_path):
+    c = local_config
+    state = tmp_path / "state"
+    assert c.JupyterHub.ip == "127.0.0.1"
+    assert c.JupyterHub.port == 8000
+    assert c.JupyterHub.spawner_class is LocalKubeAISpawner
+    assert c.JupyterHub.authenticator_class is DemoAuthenticator
+    assert c.JupyterHub.db_url == f"sqlite:///{state / 'jupyterhub.sqlite'}"
+    assert c.ConfigurableHTTPProxy.command == [str(tmp_path / "proxy/node_modules/.bin/configurable-http-proxy")]
+    assert c.Authenticator.admin_users == {"admin"}
+    assert c.Authenticator.allowed_users == {"admin", "alice", "bob"}
+    assert c.JupyterHub.load_groups == {"vision": {"users": ["alice", "bob"]}}
+    assert c.LocalKubeAISpawner.share_root == str(state / "share")
+    assert c.LocalKubeAISpawner.kubeai_service_url == "http://127.0.0.1:12345/services/kubeai/"
+    [service] = c.JupyterHub.services
+    assert service["name"] == "kubeai"
+    assert service["url"] == "http://127.0.0.1:12345"
+    assert service["command"][1:] == ["-m", "jupyter_kubeai.service"]
+    assert service["environment"] == {"KUBEAI_MODE": "local", "KUBEAI_STATE_DIR": str(state)}
+
+
+def test_roles_let_users_and_their_servers_reach_the_service(local_config):
+    roles = {r["name"]: r for r in local_config.JupyterHub.load_roles}
+    assert "access:services!service=kubeai" in roles["user"]["scopes"]
+    assert "self" in roles["user"]["scopes"]
+    assert "access:services!service=kubeai" in roles["server"]["scopes"]
+    assert roles["kubeai-service"]["services"] == ["kubeai"]
+    assert "read:users" in roles["kubeai-service"]["scopes"]
+
+
+def test_configure_keeps_other_services_and_roles(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBEAI_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no proxy anywhere: must be told
+    c = Config()
+    c.JupyterHub.services = [{"name": "other", "url": "http://127.0.0.1:9"}]
+    c.JupyterHub.load_roles = [{"name": "ops", "scopes": ["admin:users"]}]
+    with pytest.raises(RuntimeError, match="make run"):
+        hubconfig.configure(c, project_dir=tmp_path)
+    (tmp_path / "proxy/node_modules/.bin").mkdir(parents=True)
+    (tmp_path / "proxy/node_modules/.bin/configurable-http-proxy").touch()
+    hubconfig.configure(c, project_dir=tmp_path)
+    hubconfig.configure(c, project_dir=tmp_path)  # twice: nothing doubles
+    assert [s["name"] for s in c.JupyterHub.services] == ["other", "kubeai"]
+    assert sorted(r["name"] for r in c.JupyterHub.load_roles) == ["kubeai-service", "ops", "server", "user"]
+
+
+def test_kubernetes_mode_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBEAI_MODE", "kubernetes")
+    monkeypatch.setenv("KUBEAI_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("KUBEAI_SERVICE_URL", raising=False)
+    c = Config()
+    assert hubconfig.configure(c, project_dir=tmp_path) == "kubernetes"
+    assert c.JupyterHub.spawner_class is KubeAISpawner
+    assert c.KubeAISpawner.kubeai_service_url == "http://hub:10101/services/kubeai/"
+    [service] = c.JupyterHub.services
+    assert service["url"] == "http://hub:10101"
+    assert "--KubeAIService.ip=0.0.0.0" in service["command"]
+    assert service["environment"]["KUBEAI_MODE"] == "kubernetes"
+    # Local-mode settings stay out of a cluster hub.
+    assert "authenticator_class" not in c.JupyterHub
+    assert "ip" not in c.JupyterHub
+
+
+def test_unknown_mode_is_refused(monkeypatch):
+    monkeypatch.setenv("KUBEAI_MODE", "cloud")
+    with pytest.raises(ValueError, match="KUBEAI_MODE must be one of local, kubernetes"):
+        hubconfig.configure(Config())
+
+
+def fake_user(name, groups):
+    return SimpleNamespace(
+        name=name,
+        groups=[SimpleNamespace(name=g) for g in groups],
+        escaped_name=name,
+        id=1,
+        url=f"/user/{name}/",
+        server=None,
+    )
+
+
+@pytest.mark.parametrize("euid, allow_root", [(0, True), (1000, False)])
+def test_local_spawner_args_and_env(tmp_path, monkeypatch, euid, allow_root):
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    spawner = LocalKubeAISpawner(
+        user=fake_user("alice", ["vision", "nlp"]),
+        share_root=str(tmp_path),
+        kubeai_service_url="http://127.0.0.1:1/services/kubeai",
+    )
+    assert ("--allow-root" in spawner.get_args()) is allow_root
+    assert spawner.home_dir == str(tmp_path / "users" / "alice")
+    env = spawner.kubeai_env()
+    assert env == {
+        "KUBEAI_SERVICE_URL": "http://127.0.0.1:1/services/kubeai/",
+        "KUBEAI_MODE": "local",
+        "KUBEAI_PROJECTS": json.dumps(["nlp", "vision"]),
+    }
+
+
+KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "http://127.0.0.1:9"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u, namespace: jhub}}]
+current-context: x
+"""
+
+
+async def test_kubeai_spawner_gives_pods_the_kubeai_environment(tmp_path, monkeypatch):
+    from kubespawner import KubeSpawner
+
+    import kubernetes_asyncio.config.kube_config as kube_config
+
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG)
+    # Read once at import from $KUBECONFIG, so set where it is read.
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "kubeconfig"))
+    spawner = KubeAISpawner(
+        _mock=True,
+        user=fake_user("alice", ["vision"]),
+        kubeai_service_url="http://hub:10101/services/kubeai/",
+    )
+    assert isinstance(spawner, KubeSpawner)
+    env = spawner.get_env()
+    assert env["KUBEAI_MODE"] == "kubernetes"
+    assert env["KUBEAI_SERVICE_URL"] == "http://hub:10101/services/kubeai/"
+    assert json.loads(env["KUBEAI_PROJECTS"]) == ["vision"]
