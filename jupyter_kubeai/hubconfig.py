@@ -56,6 +56,11 @@ def _mode() -> str:
     return mode
 
 
+def state_dir_for(project_dir: str | os.PathLike) -> Path:
+    """The state folder: ``$KUBEAI_STATE_DIR``, else ``<project_dir>/.kubeai``."""
+    return Path(os.environ.get("KUBEAI_STATE_DIR") or Path(project_dir) / ".kubeai").absolute()
+
+
 def configure(c, *, project_dir: str | os.PathLike | None = None) -> str:
     """Configure the hub in ``c`` for ``$KUBEAI_MODE``; return the mode.
 
@@ -65,7 +70,7 @@ def configure(c, *, project_dir: str | os.PathLike | None = None) -> str:
     """
     mode = _mode()
     project_dir = Path(project_dir or os.getcwd()).absolute()
-    state_dir = Path(os.environ.get("KUBEAI_STATE_DIR", project_dir / ".kubeai")).absolute()
+    state_dir = state_dir_for(project_dir)
     # The spawner, the demo login and the service read it too.
     os.environ["KUBEAI_STATE_DIR"] = str(state_dir)
 
