@@ -13,6 +13,9 @@ CHP := proxy/node_modules/.bin/configurable-http-proxy
 LABEXT := jupyter_kubeai/labextension/package.json
 LAB_SOURCES := package.json yarn.lock tsconfig.json .yarnrc.yml $(wildcard src/*.ts src/*.tsx style/*)
 PYTEST_ARGS ?=
+# Tools that call each other (jlpm inside package.json scripts, jupyter-builder
+# from `jupyter labextension`) find the project's environment first.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: help run test setup setup-test browser lab bench clean
 
@@ -41,20 +44,21 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q -U pip
 
 # The editable install builds the lab extension (hatch-jupyter-builder) when
-# it is missing; `labextension develop` then links the built folder into the
-# environment so that `make lab` rebuilds show without reinstalling.
+# it is missing and copies it into the environment.
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -e .
-	$(BIN)/jupyter labextension develop --overwrite .
+	$(BIN)/python -m pip install -e ".[dev]"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install -e ".[test]"
+	$(BIN)/python -m pip install -e ".[dev,test]"
 	touch $@
 
-$(LABEXT): $(VENV)/.installed $(LAB_SOURCES)
+# After a change in src/ or style/: rebuild, and link the built folder into
+# the environment (instead of the install's copy) so a page reload shows it.
+$(LABEXT): $(LAB_SOURCES) | $(VENV)/.installed
 	$(BIN)/jlpm install
 	$(BIN)/jlpm build:prod
+	$(BIN)/jupyter labextension develop --overwrite .
 	touch $@
 
 lab: $(LABEXT)

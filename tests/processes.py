@@ -167,6 +167,13 @@ class LocalHub:
         r.raise_for_status()
         return r.json()["token"]
 
+    def service_pids(self) -> list[int]:
+        """PIDs of the kubeai service process(es) this hub started."""
+        return [
+            pid for pid in processes_under(self.workdir)
+            if b"jupyter_kubeai.service" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+
     def stop(self) -> list[int]:
         """Stop the hub; return the PIDs that were still left (then killed)."""
         if self.proc is not None:

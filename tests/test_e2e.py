@@ -5,12 +5,14 @@ the user it needs. Screenshots land in ``test-artifacts/``.
 """
 
 import os
+import signal
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
-from processes import REPO, LocalHub
+from processes import REPO, LocalHub, processes_under, wait_for_http
 
 pytestmark = pytest.mark.e2e
 
@@ -86,6 +88,11 @@ def test_bob_server_lives_in_his_share_folder_and_reaches_the_service(hub):
     # The lab's working directory is bob's folder: its contents API lists it.
     listing = session.get(f"{hub.url}/user/bob/api/contents").json()
     assert {"projects", "global"} <= {item["name"] for item in listing["content"]}
+    # Running as root, the server needs --allow-root (and gets it).
+    servers = processes_under(home)
+    assert servers
+    allow_root = [b"--allow-root" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in servers]
+    assert any(allow_root) is (os.geteuid() == 0)
     # The server extension answers as bob, through the hub service.
     r = session.get(f"{hub.url}/user/bob/kubeai/api/me")
     assert r.status_code == 200, r.text
@@ -117,3 +124,47 @@ def test_alice_logs_in_and_sees_her_panel(hub):
         expect(panel.locator('[data-kubeai-field="projects"]')).to_contain_text("vision")
         expect(panel.locator('[data-kubeai-field="mode"]')).to_have_text("Local")
         page.screenshot(path=str(ARTIFACTS / "e2e-alice-kubeai-panel.png"))
+
+        # The service goes away: the panel says so, in words, on Refresh.
+        for pid in hub.service_pids():
+            os.kill(pid, signal.SIGKILL)
+        panel.locator(".jp-KubeAI-refresh").click()
+        expect(panel.locator('[data-kubeai-field="status"]')).to_have_text(
+            "The KubeAI service is unreachable.", timeout=30_000
+        )
+        expect(panel.locator('[data-kubeai-field="error"]')).to_contain_text("unreachable")
+        page.screenshot(path=str(ARTIFACTS / "e2e-alice-service-unreachable.png"))
+
+        # The hub restarts its managed service; Refresh connects again.
+        wait_for_http(hub.url + "/services/kubeai/api/health", timeout=90)
+        panel.locator(".jp-KubeAI-refresh").click()
+        expect(panel.locator('[data-kubeai-field="user"]')).to_have_text("alice", timeout=30_000)
+
+
+def test_hub_runs_as_an_ordinary_user(tmp_path):
+    """The whole local hub as an ordinary user, not root.
+
+    When the tests run as root, the hub runs in a user namespace where it is
+    uid 1000 (files stay readable: the Python here lives under /root). The
+    single-user server then must start without ``--allow-root``: Jupyter
+    Server would refuse to run as root without it, so a started server proves
+    the non-root path.
+    """
+    prefix = []
+    if os.geteuid() == 0:
+        prefix = ["unshare", "--user", "--map-user=1000", "--map-group=1000"]
+    hub = LocalHub(tmp_path, user_cmd_prefix=prefix)
+    try:
+        hub.start()
+        session = hub.login("alice")
+        wait_for_server(session, hub, "alice")
+        r = session.get(f"{hub.url}/user/alice/kubeai/api/me")
+        assert r.status_code == 200, r.text
+        assert r.json()["name"] == "alice"
+        servers = processes_under(hub.state_dir / "share" / "users" / "alice")
+        assert servers, "alice's server process was not found"
+        for pid in servers:
+            assert b"--allow-root" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    finally:
+        left = hub.stop()
+    assert left == []
