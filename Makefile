@@ -46,11 +46,11 @@ $(BIN)/python:
 # The editable install builds the lab extension (hatch-jupyter-builder) when
 # it is missing and copies it into the environment.
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install -e ".[dev,test]"
+	$(BIN)/python -m pip install -q -e ".[dev,test]"
 	touch $@
 
 # After a change in src/ or style/: rebuild, and link the built folder into

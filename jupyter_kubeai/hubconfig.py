@@ -97,6 +97,8 @@ def _service(c, *, mode: str, url: str, args: list[str] = (), environment: dict[
             "command": [sys.executable, "-m", "jupyter_kubeai.service", *args],
             "environment": {"KUBEAI_MODE": mode, **(environment or {})},
             "oauth_no_confirm": True,
+            # Listed in the hub's Services menu: the service's own page.
+            "display": True,
         }
     )
     c.JupyterHub.services = services

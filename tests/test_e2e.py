@@ -168,3 +168,17 @@ def test_hub_runs_as_an_ordinary_user(tmp_path):
     finally:
         left = hub.stop()
     assert left == []
+
+
+def test_service_page_logs_in_through_hub_oauth(hub):
+    session = hub.login("alice")
+    r = session.get(hub.url + "/services/kubeai/")
+    assert r.status_code == 200, r.text[:500]
+    assert r.url == hub.url + "/services/kubeai/"
+    assert '<span id="kubeai-user">alice</span>' in r.text
+    assert '<dd id="kubeai-projects">vision</dd>' in r.text
+    # Once logged in through OAuth, the browser's API calls work too.
+    me = session.get(hub.url + "/services/kubeai/api/me")
+    assert me.status_code == 200 and me.json()["name"] == "alice"
+    # And the hub lists the service in its Services menu.
+    assert "/services/kubeai/" in session.get(hub.url + "/hub/home").text

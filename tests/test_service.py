@@ -124,3 +124,17 @@ async def test_openapi_document_is_valid_and_lists_every_route(service):
 def test_bad_mode_is_refused():
     with pytest.raises(Exception, match="must be one of"):
         KubeAIService(mode="cloud")
+
+
+async def test_home_page_sends_strangers_to_the_hub_login(service):
+    response = await AsyncHTTPClient().fetch(service, follow_redirects=False, raise_error=False)
+    assert response.code == 302
+    assert "/hub/api/oauth2/authorize" in response.headers["Location"]
+    assert "client_id=service-kubeai" in response.headers["Location"]
+
+
+async def test_home_page_shows_the_caller(service):
+    response = await AsyncHTTPClient().fetch(service, headers={"Authorization": "token bob-token"})
+    page = response.body.decode()
+    assert '<span id="kubeai-user">bob</span>' in page
+    assert '<dd id="kubeai-projects">nlp, vision</dd>' in page

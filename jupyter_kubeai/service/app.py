@@ -25,7 +25,7 @@ from traitlets import Float, Integer, Unicode, default, validate
 from traitlets.config import Application
 
 from .. import __version__
-from .handlers import HealthHandler, MeHandler, NotFoundHandler, OAuthCallbackHandler, OpenAPIHandler
+from .handlers import HealthHandler, HomeHandler, MeHandler, NotFoundHandler, OAuthCallbackHandler, OpenAPIHandler
 from .identity import HubDirectory
 
 MODES = ("local", "kubernetes")
@@ -139,6 +139,7 @@ class KubeAIService(Application):
     def routes(self) -> list[tuple[str, type]]:
         """The service's routes, relative to ``service_prefix``."""
         return [
+            ("", HomeHandler),
             ("api/me", MeHandler),
             ("api/health", HealthHandler),
             ("api/openapi.json", OpenAPIHandler),
@@ -155,6 +156,7 @@ class KubeAIService(Application):
             handlers,
             default_handler_class=NotFoundHandler,
             kubeai=self,
+            template_path=str(files(__package__).joinpath("templates")),
             hub_auth=hub_auth,
             kubeai_directory=directory,
             # Only the OAuth state/user cookies use it; losing it on restart

@@ -38,6 +38,9 @@ class BaseHandler(_SettingsHubAuth, HubOAuthenticated, web.RequestHandler):
 
     #: Set to True on handlers anyone may call (health, the API document).
     public = False
+    #: Set to True on browser pages: without an identity they send the
+    #: browser to the hub's OAuth login instead of answering 403.
+    page = False
 
     identity: Identity | None = None
 
@@ -48,6 +51,9 @@ class BaseHandler(_SettingsHubAuth, HubOAuthenticated, web.RequestHandler):
 
     async def prepare(self):
         self.identity = await self._authenticate()
+        if self.identity is None and self.page:
+            self.redirect(self.get_login_url())
+            return
         if self.identity is None and not self.public:
             raise NotAuthenticated(
                 "This API needs a JupyterHub identity: send a hub API token "
@@ -106,6 +112,22 @@ class BaseHandler(_SettingsHubAuth, HubOAuthenticated, web.RequestHandler):
         self.set_status(status_code)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps(body))
+
+
+class HomeHandler(BaseHandler):
+    """The service's page: who you are; linked from the hub's Services menu."""
+
+    page = True
+
+    async def get(self):
+        self.render(
+            "home.html",
+            identity=self.identity,
+            mode=self.service.mode,
+            version=__version__,
+            prefix=self.service.service_prefix,
+            hub_home=self.hub_auth.hub_prefix + "home",
+        )
 
 
 class MeHandler(BaseHandler):
