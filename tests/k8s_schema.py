@@ -53,6 +53,7 @@ def _openapi(filename: str) -> dict:
     return _strict(doc)
 
 
+@functools.lru_cache(maxsize=None)
 def openapi_validator(api_version: str, definition: str) -> jsonschema.Validator:
     """A validator for component ``definition`` (e.g. ``io.k8s.api.core.v1.Pod``)."""
     doc = _openapi(_FILES[api_version])

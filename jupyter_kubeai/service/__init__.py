@@ -6,7 +6,6 @@ credentials; every request is checked against the caller's hub identity.
 
 - :mod:`.app`: the ``KubeAIService`` application (settings, routes, main);
 - :mod:`.identity`: who is asking (hub token or OAuth cookie, groups, admin);
-- :mod:`.errors`: domain errors and their HTTP status, in one place;
 - :mod:`.handlers`: thin request handlers;
 - ``openapi.yaml``: the REST API's OpenAPI document.
 """

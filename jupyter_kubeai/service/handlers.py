@@ -15,7 +15,7 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated,
 from tornado import web
 
 from .. import __version__
-from .errors import KubeAIError, NotAuthenticated, NotFound, Unavailable, http_status
+from ..errors import KubeAIError, NotAuthenticated, NotFound, Unavailable, http_status
 from .identity import Identity
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from .errors import Unavailable
+from ..errors import Unavailable
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Errors a person can act on, and their HTTP status, in one place.
 
-Handlers and backends raise these; :func:`http_status` maps them once
+The hub service, the catalog, the spawners and the backends raise these; :func:`http_status` maps them once
 (bad input 400, not allowed 403, missing 404, conflict 409, a dependency
 down 503). Anything else is a bug: 500 with a generic message, the
 traceback going to the log only.
