@@ -27,7 +27,7 @@ class FakeHubState:
     down: bool = False
 
     def add_user(self, name, *, admin=False, groups=(), token=None, scopes=(ACCESS,)):
-        self.users[name] = {"name": name, "admin": admin, "groups": list(groups), "kind": "user"}
+        self.users[name] = {"name": name, "admin": admin, "groups": list(groups), "kind": "user", "servers": {}}
         if token:
             self.tokens[token] = (name, list(scopes))
 
@@ -55,6 +55,19 @@ class WhoAmI(_Base):
         self.finish(json.dumps({"kind": "user", "name": name, "scopes": scopes, "groups": []}))
 
 
+class UserList(_Base):
+    """``GET /hub/api/users?state=active``, paginated as the real hub does."""
+
+    def get(self):
+        if self.token() != SERVICE_TOKEN:
+            raise web.HTTPError(403)
+        active = [u for u in self.state.users.values() if u["servers"]]
+        offset, limit = int(self.get_argument("offset", "0")), int(self.get_argument("limit", "200"))
+        page = active[offset : offset + limit]
+        following = {"offset": offset + limit} if offset + limit < len(active) else None
+        self.finish(json.dumps({"items": page, "_pagination": {"offset": offset, "limit": limit, "next": following}}))
+
+
 class UserModel(_Base):
     def get(self, name):
         if self.token() != SERVICE_TOKEN:
@@ -68,6 +81,7 @@ def make_fake_hub(state: FakeHubState) -> web.Application:
     return web.Application(
         [
             (r"/hub/api/user", WhoAmI, {"state": state}),
+            (r"/hub/api/users", UserList, {"state": state}),
             (r"/hub/api/users/([^/]+)", UserModel, {"state": state}),
         ]
     )

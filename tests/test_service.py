@@ -7,9 +7,17 @@ from openapi_spec_validator import validate
 from tornado.httpclient import AsyncHTTPClient
 
 from fakehub import ACCESS, SERVICE_TOKEN, FakeHubState, make_fake_hub
-from jupyter_kubeai.service.app import KubeAIService
+from jupyter_kubeai.service.app import PATH_PARAMETERS, KubeAIService
 
 PREFIX = "/services/kubeai/"
+INITIAL_CATALOG = {
+    "images": [
+        {"name": "base", "image": "python:3.11", "default": True},
+        {"name": "vision-lab", "image": "registry.example.org/vision/lab:1", "groups": ["vision"]},
+    ],
+    "profiles": [{"name": "small", "default": True}, {"name": "gpu", "gpus": 1, "groups": ["vision"]}],
+    "image_rules": [{"name": "nlp-own", "pattern": "registry.example.org/nlp/.+", "groups": ["nlp"]}],
+}
 
 
 @pytest.fixture
@@ -23,7 +31,7 @@ def hub():
 
 
 @pytest.fixture
-async def service(hub, serve, monkeypatch):
+async def service(hub, serve, monkeypatch, tmp_path):
     hub_url = serve(make_fake_hub(hub))
     monkeypatch.setenv("JUPYTERHUB_API_URL", hub_url + "/hub/api")
     monkeypatch.setenv("JUPYTERHUB_API_TOKEN", SERVICE_TOKEN)
@@ -31,7 +39,12 @@ async def service(hub, serve, monkeypatch):
     monkeypatch.setenv("JUPYTERHUB_OAUTH_ACCESS_SCOPES", json.dumps([ACCESS]))
     monkeypatch.setenv("JUPYTERHUB_CLIENT_ID", "service-kubeai")
     monkeypatch.setenv("JUPYTERHUB_OAUTH_CALLBACK_URL", PREFIX + "oauth_callback")
-    app = KubeAIService(mode="local", identity_cache_seconds=0)
+    app = KubeAIService(
+        mode="local",
+        identity_cache_seconds=0,
+        db_url=f"sqlite:///{tmp_path / 'kubeai.sqlite'}",
+        initial_catalog=INITIAL_CATALOG,
+    )
     return serve(app.make_app()) + PREFIX
 
 
@@ -119,6 +132,8 @@ async def test_openapi_document_is_valid_and_lists_every_route(service):
     documented = set(doc["paths"])
     routes = {"/" + path for path, _ in KubeAIService().routes() if path.startswith("api/")}
     assert documented == routes
+    # Path parameters: the document's enums are what the routes accept.
+    assert doc["components"]["parameters"]["collection"]["schema"]["enum"] == PATH_PARAMETERS["collection"].split("|")
 
 
 def test_bad_mode_is_refused():
@@ -138,3 +153,105 @@ async def test_home_page_shows_the_caller(service):
     page = response.body.decode()
     assert '<span id="kubeai-user">bob</span>' in page
     assert '<dd id="kubeai-projects">nlp, vision</dd>' in page
+
+
+ADMIN_CALLS = [
+    ("GET", "api/admin/catalog", None),
+    ("GET", "api/admin/images", None),
+    ("POST", "api/admin/images", {"name": "x", "image": "python:3.12"}),
+    ("GET", "api/admin/images/base", None),
+    ("PUT", "api/admin/images/base", {"name": "base", "image": "evil/miner:1"}),
+    ("DELETE", "api/admin/images/base", None),
+    ("GET", "api/admin/profiles", None),
+    ("POST", "api/admin/profiles", {"name": "huge", "gpus": 8}),
+    ("PUT", "api/admin/profiles/small", {"name": "small", "cpu_limit": "64"}),
+    ("DELETE", "api/admin/profiles/small", None),
+    ("GET", "api/admin/image-rules", None),
+    ("POST", "api/admin/image-rules", {"name": "all", "pattern": ".*", "groups": ["vision"]}),
+    ("DELETE", "api/admin/image-rules/nlp-own", None),
+]
+
+
+@pytest.mark.parametrize("method, path, body", ADMIN_CALLS, ids=[f"{m} {p}" for m, p, _ in ADMIN_CALLS])
+async def test_non_admins_get_403_on_every_admin_route(service, method, path, body):
+    kwargs = {"body": json.dumps(body)} if body is not None else {}
+    if method in ("POST", "PUT") and body is None:
+        kwargs["body"] = "{}"
+    for token in ("alice-token", None):
+        code, answer = await call(service + path, token, method=method, **kwargs)
+        assert code == 403, (token, answer)
+    # Nothing changed.
+    code, catalog = await call(service + "api/admin/catalog", "admin-token")
+    assert [i["name"] for i in catalog["images"]] == ["base", "vision-lab"]
+    assert [p["name"] for p in catalog["profiles"]] == ["small", "gpu"]
+    assert [r["name"] for r in catalog["image_rules"]] == ["nlp-own"]
+
+
+async def test_every_admin_route_is_in_the_forbidden_table():
+    admin_templates = {p for p, _ in KubeAIService().routes() if p.startswith("api/admin")}
+    covered = {"api/admin/catalog", "api/admin/{collection}", "api/admin/{collection}/{name}"}
+    assert admin_templates == covered
+
+
+async def test_users_see_their_groups_part_of_the_catalog(service):
+    _, alice = await call(service + "api/catalog", "alice-token")
+    assert [i["name"] for i in alice["images"]] == ["base", "vision-lab"]
+    assert [p["name"] for p in alice["profiles"]] == ["small", "gpu"]
+    assert alice["image_rules"] == []
+    _, bob = await call(service + "api/catalog", "bob-token")
+    assert [r["name"] for r in bob["image_rules"]] == ["nlp-own"]
+    _, admin = await call(service + "api/catalog", "admin-token")
+    assert [i["name"] for i in admin["images"]] == ["base"]
+
+
+async def test_admin_manages_entries_over_rest(service):
+    admin = "admin-token"
+    code, created = await call(service + "api/admin/images", admin, method="POST",
+                               body=json.dumps({"name": "torch", "image": "quay.io/kubeai/torch:2.13", "tags": ["gpu"]}))
+    assert code == 201 and created["image"] == "quay.io/kubeai/torch:2.13"
+    code, body = await call(service + "api/admin/images", admin, method="POST", body=json.dumps({"name": "torch", "image": "x:1"}))
+    assert code == 409 and "exists already" in body["message"]
+    # Deprecate base in favour of torch: users are redirected.
+    code, body = await call(service + "api/admin/images/base", admin, method="PUT",
+                            body=json.dumps({"image": "python:3.11", "deprecated": True, "replacement": "torch"}))
+    assert code == 200 and body["deprecated"] is True
+    _, alice = await call(service + "api/catalog", "alice-token")
+    assert [i["name"] for i in alice["images"]] == ["vision-lab", "torch"]
+    assert [i["name"] for i in alice["deprecated"]] == ["base"]
+    code, body = await call(service + "api/admin/images/torch", admin, method="DELETE")
+    assert code == 409 and "replaces deprecated image" in body["message"]
+    code, _ = await call(service + "api/admin/images/vision-lab", admin, method="DELETE")
+    assert code == 204
+    code, body = await call(service + "api/admin/images/vision-lab", admin)
+    assert code == 404
+
+
+@pytest.mark.parametrize(
+    "path, body, message",
+    [
+        ("api/admin/images", "not json", "not valid JSON"),
+        ("api/admin/images", "[1]", "must be a JSON object"),
+        ("api/admin/images", json.dumps({"name": "Bad Name", "image": "x:1"}), "is not valid"),
+        ("api/admin/profiles", json.dumps({"name": "p", "cpu_limit": "lots"}), "not a Kubernetes quantity"),
+        ("api/admin/profiles", json.dumps({"name": "p", "memory": "4Gi"}), "unknown field(s) memory"),
+        ("api/admin/image-rules", json.dumps({"name": "r", "pattern": "(", "groups": ["g"]}), "not a valid regular expression"),
+    ],
+)
+async def test_bad_admin_input_is_a_clear_400(service, path, body, message):
+    code, answer = await call(service + path, "admin-token", method="POST", body=body)
+    assert code == 400
+    assert message in answer["message"]
+    _, catalog = await call(service + "api/admin/catalog", "admin-token")
+    assert len(catalog["images"]) == 2 and len(catalog["profiles"]) == 2
+
+
+async def test_admin_catalog_counts_running_servers(service, hub):
+    hub.users["alice"]["servers"] = {"": {"name": "", "user_options": {"profile": "gpu", "image": "vision-lab"}}}
+    hub.users["bob"]["servers"] = {
+        "": {"name": "", "user_options": {"profile": "small", "image": "base"}},
+        "two": {"name": "two", "user_options": {"profile": "small", "image--unlisted-choice": "registry.example.org/nlp/x:1"}},
+    }
+    _, catalog = await call(service + "api/admin/catalog", "admin-token")
+    assert {i["name"]: i["running_servers"] for i in catalog["images"]} == {"base": 1, "vision-lab": 1}
+    assert {p["name"]: p["running_servers"] for p in catalog["profiles"]} == {"small": 2, "gpu": 1}
+    assert catalog["own_images_running"] == 1

@@ -10,6 +10,8 @@ managed service; its own settings are the traitlets below (command line
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import logging
 import os
 import signal
@@ -21,12 +23,31 @@ import yaml
 from jupyterhub.services.auth import HubOAuth
 from tornado import web
 from tornado.httpserver import HTTPServer
-from traitlets import Float, Integer, Unicode, default, validate
+from traitlets import Dict, Float, Integer, Unicode, default, validate
 from traitlets.config import Application
 
 from .. import __version__
+from ..store.catalog import CatalogStore
+from ..store.schema import open_engine, upgrade
+from .catalog_handlers import (
+    AdminCatalogHandler,
+    AdminCollectionHandler,
+    AdminEntryHandler,
+    UserCatalogHandler,
+)
 from .handlers import HealthHandler, HomeHandler, MeHandler, NotFoundHandler, OAuthCallbackHandler, OpenAPIHandler
 from .identity import HubDirectory
+
+#: Path parameters of the routes: name -> the regex it matches (one place).
+PATH_PARAMETERS = {
+    "collection": "images|profiles|image-rules",
+    "name": "[a-z0-9-]+",
+}
+
+
+def route_regex(template: str) -> str:
+    """``api/admin/{collection}/{name}`` -> ``api/admin/(images|...)/([a-z0-9-]+)``."""
+    return re.sub(r"\{(\w+)\}", lambda m: f"({PATH_PARAMETERS[m.group(1)]})", template)
 
 MODES = ("local", "kubernetes")
 
@@ -122,6 +143,62 @@ class KubeAIService(Application):
         """,
     )
 
+    db_url = Unicode(
+        config=True,
+        help="""SQLAlchemy URL of the service's store (catalog, later jobs and models).
+
+        Default: ``$KUBEAI_DB_URL``, else a SQLite file ``kubeai.sqlite`` in
+        ``$KUBEAI_STATE_DIR``. Use PostgreSQL in production
+        (``postgresql+psycopg://user:password@host/db``). The schema is
+        created and migrated at start (Alembic); upgrades never drop rows.
+        """,
+    )
+
+    @default("db_url")
+    def _default_db_url(self):
+        state = os.environ.get("KUBEAI_STATE_DIR", ".kubeai")
+        return os.environ.get("KUBEAI_DB_URL") or f"sqlite:///{os.path.abspath(state)}/kubeai.sqlite"
+
+    initial_catalog = Dict(
+        config=True,
+        help="""The catalog to load on the store's first start: ``{"images": [...],
+        "profiles": [...], "image_rules": [...]}``, each entry as the admin REST
+        API takes it. Loaded once in the store's life; later edits (admin page,
+        REST) live in the store and win. Default: the YAML or JSON file named by
+        ``$KUBEAI_INITIAL_CATALOG`` (a Helm ConfigMap, or local mode's demo
+        catalog), else empty.
+        """,
+    )
+
+    @default("initial_catalog")
+    def _default_initial_catalog(self):
+        path = os.environ.get("KUBEAI_INITIAL_CATALOG")
+        if not path:
+            return {}
+        with open(path) as f:
+            return yaml.safe_load(f) or {}
+
+    @validate("initial_catalog")
+    def _validate_initial_catalog(self, proposal):
+        unknown = set(proposal.value) - {"images", "profiles", "image_rules"}
+        if unknown:
+            raise ValueError(f"initial_catalog has unknown keys {sorted(unknown)}; use images, profiles, image_rules")
+        return proposal.value
+
+    @cached_property
+    def catalog_store(self) -> CatalogStore:
+        """The catalog in the SQL store, migrated and seeded on first use."""
+        engine = open_engine(self.db_url)
+        upgrade(engine)
+        store = CatalogStore(engine)
+        if store.seed(
+            images=self.initial_catalog.get("images", ()),
+            profiles=self.initial_catalog.get("profiles", ()),
+            rules=self.initial_catalog.get("image_rules", ()),
+        ):
+            self.log.info("Catalog seeded from initial_catalog")
+        return store
+
     def load_config(self, argv=None) -> None:
         self.parse_command_line(argv)
         if self.config_file:
@@ -137,12 +214,20 @@ class KubeAIService(Application):
         return doc
 
     def routes(self) -> list[tuple[str, type]]:
-        """The service's routes, relative to ``service_prefix``."""
+        """The service's routes, relative to ``service_prefix``.
+
+        Paths are templates (``{name}``, see :data:`PATH_PARAMETERS`), the
+        same as in the OpenAPI document.
+        """
         return [
             ("", HomeHandler),
             ("api/me", MeHandler),
             ("api/health", HealthHandler),
             ("api/openapi.json", OpenAPIHandler),
+            ("api/catalog", UserCatalogHandler),
+            ("api/admin/catalog", AdminCatalogHandler),
+            ("api/admin/{collection}", AdminCollectionHandler),
+            ("api/admin/{collection}/{name}", AdminEntryHandler),
             ("oauth_callback", OAuthCallbackHandler),
         ]
 
@@ -151,7 +236,7 @@ class KubeAIService(Application):
         directory = HubDirectory(
             hub_auth.api_url, hub_auth.api_token, ttl=self.identity_cache_seconds
         )
-        handlers = [(self.service_prefix + path, handler) for path, handler in self.routes()]
+        handlers = [(self.service_prefix + route_regex(path), handler) for path, handler in self.routes()]
         return web.Application(
             handlers,
             default_handler_class=NotFoundHandler,
@@ -167,6 +252,7 @@ class KubeAIService(Application):
 
     async def serve(self) -> None:
         """Listen until SIGTERM or SIGINT, then stop accepting and return."""
+        self.catalog_store  # migrate and seed before the first request
         server = HTTPServer(self.make_app(), xheaders=True)
         server.listen(self.port, self.ip)
         self.log.info("kubeai service %s (%s mode) at http://%s:%s%s", __version__, self.mode, self.ip, self.port, self.service_prefix)

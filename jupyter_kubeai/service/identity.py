@@ -73,17 +73,34 @@ class HubDirectory:
         return identity
 
     async def _fetch_user(self, name: str) -> dict:
-        url = f"{self.api_url}/users/{quote(name, safe='')}"
+        return await self._get(f"/users/{quote(name, safe='')}", f"a lookup of user {name!r}")
+
+    async def running_servers(self) -> list[dict]:
+        """Every running server's model (with its ``user_options``), all pages."""
+        servers, offset = [], 0
+        while True:
+            page = await self._get(
+                f"/users?state=active&offset={offset}&limit=200",
+                "the list of running servers",
+                headers={"Accept": "application/jupyterhub-pagination+json"},
+            )
+            for user in page["items"]:
+                servers.extend((user.get("servers") or {}).values())
+            following = (page.get("_pagination") or {}).get("next")
+            if not following:
+                return servers
+            offset = following["offset"]
+
+    async def _get(self, path: str, what: str, headers: dict | None = None) -> dict:
         try:
             response = await AsyncHTTPClient().fetch(
-                url,
-                headers={"Authorization": f"token {self.api_token}"},
+                self.api_url + path,
+                headers={"Authorization": f"token {self.api_token}", **(headers or {})},
                 request_timeout=10,
             )
         except (HTTPClientError, OSError) as e:
             raise Unavailable(
-                f"The hub API did not answer a lookup of user {name!r} ({e}); "
-                "check that the hub is running and that the kubeai service's role "
-                "grants read:users."
+                f"The hub API did not answer {what} ({e}); check that the hub is "
+                "running and that the kubeai service's role grants read:users and read:servers."
             ) from e
         return json.loads(response.body)

@@ -1,0 +1,69 @@
+"""The store's tables. Change them only together with a new migration in ``migrations/versions``."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class _Entry:
+    """Columns every catalog entry has."""
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    groups: Mapped[list] = mapped_column(JSON, default=list)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+
+
+class ImageRow(_Entry, Base):
+    __tablename__ = "catalog_images"
+
+    image: Mapped[str] = mapped_column(String(512))
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    tags: Mapped[list] = mapped_column(JSON, default=list)
+    default: Mapped[bool] = mapped_column("is_default", Boolean, default=False)
+    deprecated: Mapped[bool] = mapped_column(Boolean, default=False)
+    replacement: Mapped[str] = mapped_column(String(63), default="")
+
+
+class ProfileRow(_Entry, Base):
+    __tablename__ = "catalog_profiles"
+
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    cpu_request: Mapped[str] = mapped_column(String(32))
+    cpu_limit: Mapped[str] = mapped_column(String(32))
+    memory_request: Mapped[str] = mapped_column(String(32))
+    memory_limit: Mapped[str] = mapped_column(String(32))
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    max_gpus: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_resource: Mapped[str] = mapped_column(String(253), default="nvidia.com/gpu")
+    placement: Mapped[dict] = mapped_column(JSON, default=dict)
+    project_placement: Mapped[dict] = mapped_column(JSON, default=dict)
+    default: Mapped[bool] = mapped_column("is_default", Boolean, default=False)
+
+
+class ImageRuleRow(_Entry, Base):
+    __tablename__ = "catalog_image_rules"
+
+    pattern: Mapped[str] = mapped_column(Text)
+
+
+class Setting(Base):
+    """Small facts about the store itself (e.g. whether it was seeded from config)."""
+
+    __tablename__ = "kubeai_settings"
+
+    key: Mapped[str] = mapped_column(String(63), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
