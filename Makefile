@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 # from `jupyter labextension`) find the project's environment first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help run test setup setup-test browser lab bench clean
+.PHONY: help run test setup setup-test browser postgres lab bench clean
 
 help:
 	@echo "make run    set up .venv/ and start the hub in local mode at http://127.0.0.1:8000"
@@ -29,7 +29,7 @@ run: setup
 	@$(BIN)/python -m jupyter_kubeai.local login-help
 	$(BIN)/jupyterhub -f jupyterhub_config.py
 
-test: setup-test browser
+test: setup-test browser postgres
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup-test
@@ -72,6 +72,13 @@ browser:
 	@command -v chromium >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# Debian's PostgreSQL server binaries: the store tests start a throwaway server
+# of their own on loopback (tests/postgres.py); the system cluster is not used.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 clean:
 	rm -rf $(VENV) node_modules lib tsconfig.tsbuildinfo jupyter_kubeai/labextension jupyter_kubeai/_version.py proxy/node_modules test-artifacts

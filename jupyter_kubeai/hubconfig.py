@@ -26,6 +26,12 @@ Environment variables (all optional):
     the service's store. Default: ``.kubeai`` beside ``jupyterhub_config.py``.
 ``KUBEAI_SERVICE_PORT``
     Port of the kubeai service in local mode (default 10101).
+``KUBEAI_DB_URL``
+    The kubeai service's store (catalog, ...), read by the spawners too.
+    Default: SQLite ``kubeai.sqlite`` in the state folder.
+``KUBEAI_INITIAL_CATALOG``
+    A YAML or JSON file with the catalog a new store starts with (see
+    ``KubeAIService.initial_catalog``). Local mode defaults to a demo catalog.
 
 Everything set here is ordinary JupyterHub configuration: anything set after
 :func:`configure` in ``jupyterhub_config.py``, or on the ``jupyterhub``
@@ -42,11 +48,15 @@ from pathlib import Path
 from .service.app import MODES
 
 SERVICE_NAME = "kubeai"
+#: Settings the hub process passes on to the service process.
+FORWARDED_ENV = ("KUBEAI_STATE_DIR", "KUBEAI_DB_URL", "KUBEAI_INITIAL_CATALOG", "KUBEAI_SERVICE_CONFIG")
 
 #: The demo users of local mode: name -> hub admin or not.
 DEMO_USERS = {"admin": True, "alice": False, "bob": False}
 #: The demo projects (hub groups) of local mode: group -> members.
 DEMO_GROUPS = {"vision": ["alice", "bob"]}
+#: The catalog a new local-mode store starts with.
+DEMO_CATALOG = Path(__file__).parent / "local" / "demo-catalog.yaml"
 
 
 def _mode() -> str:
@@ -95,7 +105,13 @@ def _service(c, *, mode: str, url: str, args: list[str] = (), environment: dict[
             "name": SERVICE_NAME,
             "url": url,
             "command": [sys.executable, "-m", "jupyter_kubeai.service", *args],
-            "environment": {"KUBEAI_MODE": mode, **(environment or {})},
+            # A managed service gets only this environment (and JupyterHub's own):
+            # pass on the settings the hub process was given.
+            "environment": {
+                "KUBEAI_MODE": mode,
+                **{k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)},
+                **(environment or {}),
+            },
             "oauth_no_confirm": True,
             # Listed in the hub's Services menu: the service's own page.
             "display": True,
@@ -157,7 +173,8 @@ def _configure_local(c, project_dir: Path, state_dir: Path) -> None:
     c.LocalKubeAISpawner.kubeai_service_url = f"{service_url}/services/{SERVICE_NAME}/"
     c.LocalKubeAISpawner.kubeai_mode = "local"
 
-    _service(c, mode="local", url=service_url, environment={"KUBEAI_STATE_DIR": str(state_dir)})
+    environment = {} if os.environ.get("KUBEAI_INITIAL_CATALOG") else {"KUBEAI_INITIAL_CATALOG": str(DEMO_CATALOG)}
+    _service(c, mode="local", url=service_url, environment=environment)
 
 
 def _configure_kubernetes(c) -> None:

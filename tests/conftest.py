@@ -3,6 +3,9 @@ from tornado.httpserver import HTTPServer
 
 from processes import free_port
 
+# A real, throwaway PostgreSQL server for the store tests (tests/postgres.py).
+pytest_plugins = ["postgres"]
+
 
 @pytest.fixture
 async def serve():

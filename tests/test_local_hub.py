@@ -111,7 +111,11 @@ def test_local_mode_config(local_config, tmp_path):
     assert service["name"] == "kubeai"
     assert service["url"] == "http://127.0.0.1:12345"
     assert service["command"][1:] == ["-m", "jupyter_kubeai.service"]
-    assert service["environment"] == {"KUBEAI_MODE": "local", "KUBEAI_STATE_DIR": str(state)}
+    assert service["environment"] == {
+        "KUBEAI_MODE": "local",
+        "KUBEAI_STATE_DIR": str(state),
+        "KUBEAI_INITIAL_CATALOG": str(hubconfig.DEMO_CATALOG),
+    }
 
 
 def test_roles_let_users_and_their_servers_reach_the_service(local_config):
@@ -184,10 +188,18 @@ def test_local_spawner_args_and_env(tmp_path, monkeypatch, euid, allow_root):
     assert ("--allow-root" in spawner.get_args()) is allow_root
     assert spawner.home_dir == str(tmp_path / "users" / "alice")
     env = spawner.kubeai_env()
+    home = tmp_path / "users" / "alice"
     assert env == {
         "KUBEAI_SERVICE_URL": "http://127.0.0.1:1/services/kubeai/",
         "KUBEAI_MODE": "local",
         "KUBEAI_PROJECTS": json.dumps(["nlp", "vision"]),
+        "KUBEAI_MOUNTS": json.dumps(
+            {
+                "home": str(home),
+                "projects": {"nlp": str(home / "projects/nlp"), "vision": str(home / "projects/vision")},
+                "global": str(home / "global"),
+            }
+        ),
     }
 
 

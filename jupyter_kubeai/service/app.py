@@ -27,6 +27,7 @@ from traitlets import Dict, Float, Integer, Unicode, default, validate
 from traitlets.config import Application
 
 from .. import __version__
+from ..store import default_db_url
 from ..store.catalog import CatalogStore
 from ..store.schema import open_engine, upgrade
 from .catalog_handlers import (
@@ -156,8 +157,7 @@ class KubeAIService(Application):
 
     @default("db_url")
     def _default_db_url(self):
-        state = os.environ.get("KUBEAI_STATE_DIR", ".kubeai")
-        return os.environ.get("KUBEAI_DB_URL") or f"sqlite:///{os.path.abspath(state)}/kubeai.sqlite"
+        return default_db_url()
 
     initial_catalog = Dict(
         config=True,
