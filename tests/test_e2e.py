@@ -27,14 +27,23 @@ def hub(tmp_path_factory):
     assert left == [], f"processes left running after the hub stopped: {left}"
 
 
-def wait_for_server(session: requests.Session, hub: LocalHub, user: str, timeout=90):
+def spawn_form(session: requests.Session, hub: LocalHub, user: str, fields: dict) -> requests.Response:
+    """Submit the spawn form as the browser does (``fields`` as the form names them, short keys allowed)."""
+    profile = fields.get("profile", "")
+    data = {"_xsrf": session.cookies.get("_xsrf")}
+    for key, value in fields.items():
+        data[key if key == "profile" or key.startswith("profile-option-") else f"profile-option-{profile}--{key}"] = value
+    return session.post(f"{hub.url}/hub/spawn/{user}", data=data)
+
+
+def wait_for_server(session: requests.Session, hub: LocalHub, user: str, timeout=90, options=None):
     """Start the user's server (if needed), and log in to it as a browser does.
 
     Until the server is up, /user/<name>/lab leads to the hub's spawn page;
     once up, it passes the server's OAuth login and lands on Lab itself.
     """
     deadline = time.monotonic() + timeout
-    session.get(f"{hub.url}/hub/spawn/{user}")
+    spawn_form(session, hub, user, options or {"profile": "small"})
     lab = f"{hub.url}/user/{user}/lab"
     while time.monotonic() < deadline:
         r = session.get(lab)
@@ -111,6 +120,11 @@ def test_alice_logs_in_and_sees_her_panel(hub):
         page.fill("#username_input", "alice")
         page.fill("#password_input", hub.password)
         page.click("#login_submit")
+        # The spawn form offers alice's part of the catalog; the default size is preselected.
+        page.wait_for_selector("#kubespawner-profiles-list", timeout=60_000)
+        expect(page.locator("#profile-item-small")).to_be_checked()
+        page.screenshot(path=str(ARTIFACTS / "e2e-alice-spawn-form.png"), full_page=True)
+        page.click("#spawn_form button[type=submit]")
         # The hub spawns alice's server and sends the browser on to Lab.
         page.wait_for_url("**/user/alice/lab**", timeout=120_000)
         page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)

@@ -1,6 +1,7 @@
 """The hub service in process, against a fake hub API at the HTTP boundary."""
 
 import json
+from urllib.parse import urlencode
 
 import pytest
 from openapi_spec_validator import validate
@@ -255,3 +256,76 @@ async def test_admin_catalog_counts_running_servers(service, hub):
     assert {i["name"]: i["running_servers"] for i in catalog["images"]} == {"base": 1, "vision-lab": 1}
     assert {p["name"]: p["running_servers"] for p in catalog["profiles"]} == {"small": 2, "gpu": 1}
     assert catalog["own_images_running"] == 1
+
+
+async def page(service, path, token, method="GET", form=None):
+    body = urlencode(form) if form is not None else None
+    response = await AsyncHTTPClient().fetch(
+        service + path, method=method, body=body, follow_redirects=False, raise_error=False,
+        headers={"Authorization": f"token {token}"} if token else {},
+    )
+    return response.code, response.body.decode(), response.headers.get("Location", "")
+
+
+async def test_admin_page_is_for_hub_admins_only(service):
+    code, html, _ = await page(service, "admin/", "alice-token")
+    assert code == 403 and "Only hub admins may manage the catalog." in html
+    code, html, _ = await page(service, "admin/", "alice-token", "POST", {"collection": "images", "action": "delete", "name": "base"})
+    assert code == 403
+    code, _, location = await page(service, "admin/", None)
+    assert code == 302 and "oauth2/authorize" in location
+    _, catalog = await call(service + "api/admin/catalog", "admin-token")
+    assert [i["name"] for i in catalog["images"]] == ["base", "vision-lab"]
+
+
+async def test_admin_page_lists_and_creates(service, hub):
+    hub.users["alice"]["servers"] = {"": {"name": "", "user_options": {"profile": "small", "image": "base"}}}
+    code, html, _ = await page(service, "admin/", "admin-token")
+    assert code == 200
+    assert '<tr data-image="base">' in html and '<tr data-profile="gpu">' in html
+    assert 'id="admin-link"' in html
+    form = {"collection": "images", "action": "create", "name": "torch", "image": "quay.io/kubeai/torch:2",
+            "display_name": "PyTorch", "groups": "vision, nlp", "tags": "gpu"}
+    code, _, location = await page(service, "admin/", "admin-token", "POST", form)
+    assert code == 302 and "done=Added+image+torch" in location
+    _, torch = await call(service + "api/admin/images/torch", "admin-token")
+    assert torch["groups"] == ["nlp", "vision"] and torch["tags"] == ["gpu"] and torch["display_name"] == "PyTorch"
+
+
+async def test_admin_page_shows_errors_with_what_was_typed(service):
+    form = {"collection": "profiles", "action": "create", "name": "big", "cpu_request": "2", "cpu_limit": "1",
+            "memory_request": "1Gi", "memory_limit": "2Gi", "gpus": "0"}
+    code, html, _ = await page(service, "admin/", "admin-token", "POST", form)
+    assert code == 400
+    assert "cpu_request 2 is more than cpu_limit 1" in html
+    assert 'value="big"' in html  # the admin does not type it all again
+    code, html, _ = await page(service, "admin/", "admin-token", "POST", {**form, "cpu_request": "1", "gpus": "two"})
+    assert code == 400 and "GPUs must be a whole number" in html
+    _, catalog = await call(service + "api/admin/catalog", "admin-token")
+    assert [p["name"] for p in catalog["profiles"]] == ["small", "gpu"]
+
+
+async def test_admin_page_edits_deprecates_and_deletes(service):
+    code, html, _ = await page(service, "admin/?edit=profiles/gpu", "admin-token")
+    assert code == 200 and 'value="update"' in html and "Save size" in html
+    form = {"collection": "profiles", "action": "update", "name": "gpu", "cpu_request": "1", "cpu_limit": "4",
+            "memory_request": "4Gi", "memory_limit": "8Gi", "gpus": "1", "max_gpus": "2", "gpu_resource": "amd.com/gpu",
+            "node_selector": "pool=gpu", "tolerations": "team=vision:NoSchedule\nspot:NoExecute", "groups": "vision"}
+    assert (await page(service, "admin/", "admin-token", "POST", form))[0] == 302
+    _, gpu = await call(service + "api/admin/profiles/gpu", "admin-token")
+    assert gpu["gpu_resource"] == "amd.com/gpu" and gpu["max_gpus"] == 2
+    assert gpu["placement"] == {
+        "node_selector": {"pool": "gpu"},
+        "tolerations": [
+            {"key": "team", "operator": "Equal", "value": "vision", "effect": "NoSchedule"},
+            {"key": "spot", "operator": "Exists", "effect": "NoExecute"},
+        ],
+    }
+    form = {"collection": "images", "action": "deprecate", "name": "base", "replacement": "vision-lab"}
+    assert (await page(service, "admin/", "admin-token", "POST", form))[0] == 302
+    _, base = await call(service + "api/admin/images/base", "admin-token")
+    assert (base["deprecated"], base["replacement"]) == (True, "vision-lab")
+    code, html, _ = await page(service, "admin/", "admin-token", "POST", {"collection": "images", "action": "delete", "name": "vision-lab"})
+    assert code == 409 and "replaces deprecated image" in html
+    code, _, _ = await page(service, "admin/", "admin-token", "POST", {"collection": "image-rules", "action": "delete", "name": "nlp-own"})
+    assert code == 302

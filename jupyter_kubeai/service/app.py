@@ -30,6 +30,7 @@ from .. import __version__
 from ..store import default_db_url
 from ..store.catalog import CatalogStore
 from ..store.schema import open_engine, upgrade
+from .admin_page import AdminPageHandler
 from .catalog_handlers import (
     AdminCatalogHandler,
     AdminCollectionHandler,
@@ -221,6 +222,7 @@ class KubeAIService(Application):
         """
         return [
             ("", HomeHandler),
+            ("admin/", AdminPageHandler),
             ("api/me", MeHandler),
             ("api/health", HealthHandler),
             ("api/openapi.json", OpenAPIHandler),
