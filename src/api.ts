@@ -61,6 +61,15 @@ export async function requestAPI<T>(
   return data as T;
 }
 
+/** One of the caller's running servers, as the hub service sees it. */
+export interface IServer {
+  name: string;
+  profile: string;
+  image: string;
+  /** Set when the server's image is deprecated: what to do about it. */
+  notice: string;
+}
+
 /** Who the hub service says the caller is (`GET /api/me`). */
 export interface IMe {
   name: string;
@@ -68,6 +77,7 @@ export interface IMe {
   groups: string[];
   mode: 'local' | 'kubernetes';
   service_version: string;
+  servers: IServer[];
 }
 
 /** The connection area of the REST API. */

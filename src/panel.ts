@@ -5,11 +5,12 @@
  * through the server extension, who the user is, their projects (hub groups)
  * and the mode (local or Kubernetes).
  */
+import { PageConfig } from '@jupyterlab/coreutils';
 import { ITranslator, nullTranslator, TranslationBundle } from '@jupyterlab/translation';
 import { SidePanel } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
-import { ConnectionAPI, IMe, KubeAIError } from './api';
+import { ConnectionAPI, IMe, IServer, KubeAIError } from './api';
 import { kubeaiIcon } from './icon';
 
 /** The connection section: one refreshable view of `GET /api/me`. */
@@ -66,8 +67,26 @@ export class ConnectionView extends Widget {
       trans.__('Mode'),
       me.mode === 'kubernetes' ? trans.__('Kubernetes') : trans.__('Local')
     );
+    const server = this.thisServer(me);
+    if (server) {
+      add('profile', trans.__('Size'), server.profile || '—');
+      add('image', trans.__('Image'), server.image || '—');
+    }
     this.node.appendChild(list);
+    if (server?.notice) {
+      const notice = document.createElement('p');
+      notice.className = 'jp-KubeAI-notice';
+      notice.dataset.kubeaiField = 'notice';
+      notice.textContent = server.notice;
+      this.node.appendChild(notice);
+    }
     this.node.appendChild(this.refreshButton());
+  }
+
+  /** This Lab's own server among the user's running servers. */
+  private thisServer(me: IMe): IServer | undefined {
+    const serverName = PageConfig.getOption('hubServerName') || '';
+    return me.servers.find(s => s.name === serverName);
   }
 
   private projectList(groups: string[]): Node {

@@ -30,14 +30,31 @@ def chromium_path() -> str:
 
 
 @contextlib.contextmanager
-def chromium_page(viewport=(1400, 900)):
+def chromium():
+    """A headless Chromium; ``new_page(browser)`` gives each user their own cookies."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
-            page = context.new_page()
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+def new_page(browser, viewport=(1400, 900)):
+    return browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}).new_page()
+
+
+@contextlib.contextmanager
+def chromium_page(viewport=(1400, 900)):
+    with chromium() as browser:
+        yield new_page(browser, viewport)
+
+
+def hub_login(page, hub_url: str, username: str, password: str) -> None:
+    """Log in through the hub's login page, as a person does."""
+    page.goto(hub_url + "/hub/login")
+    page.fill("#username_input", username)
+    page.fill("#password_input", password)
+    page.click("#login_submit")

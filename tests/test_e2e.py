@@ -112,14 +112,11 @@ def test_bob_server_lives_in_his_share_folder_and_reaches_the_service(hub):
 def test_alice_logs_in_and_sees_her_panel(hub):
     from playwright.sync_api import expect
 
-    from browser import chromium_page
+    from browser import chromium_page, hub_login
 
     ARTIFACTS.mkdir(exist_ok=True)
     with chromium_page() as page:
-        page.goto(hub.url + "/hub/login")
-        page.fill("#username_input", "alice")
-        page.fill("#password_input", hub.password)
-        page.click("#login_submit")
+        hub_login(page, hub.url, "alice", hub.password)
         # The spawn form offers alice's part of the catalog; the default size is preselected.
         page.wait_for_selector("#kubespawner-profiles-list", timeout=60_000)
         expect(page.locator("#profile-item-small")).to_be_checked()
@@ -196,3 +193,62 @@ def test_service_page_logs_in_through_hub_oauth(hub):
     assert me.status_code == 200 and me.json()["name"] == "alice"
     # And the hub lists the service in its Services menu.
     assert "/services/kubeai/" in session.get(hub.url + "/hub/home").text
+
+
+@pytest.mark.browser
+def test_admin_adds_an_image_and_alice_starts_with_it(tmp_path):
+    """Catalog edits apply to the next spawn, with no hub restart (local mode)."""
+    from playwright.sync_api import expect
+
+    from browser import chromium, hub_login, new_page
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    hub = LocalHub(tmp_path).start()
+    try:
+        # First, a size this machine cannot give: refused on the spawn page, nothing started.
+        session = hub.login("alice")
+        r = spawn_form(session, hub, "alice", {"profile": "gpu"})
+        assert r.status_code == 400
+        assert "needs 1 GPU(s), but this machine has none; pick a CPU size." in r.text
+        assert processes_under(hub.state_dir / "share" / "users" / "alice") == []
+        # A tampered form: an image that is not in alice's catalog.
+        r = spawn_form(session, hub, "alice", {"profile": "small", "image": "ghost"})
+        assert r.status_code == 400 and "Image &#39;ghost&#39; is not one you may use" in r.text
+
+        with chromium() as browser:
+            admin = new_page(browser)
+            hub_login(admin, hub.url, "admin", hub.password)
+            admin.goto(hub.url + "/services/kubeai/admin/")
+            admin.fill("#image-form input[name=name]", "torch-lab")
+            admin.fill("#image-form input[name=display_name]", "PyTorch lab")
+            admin.fill("#image-form input[name=image]", "jupyter-kubeai/torch:2.13")
+            admin.fill("#image-form input[name=groups]", "vision")
+            admin.click("#image-form button[type=submit]")
+            expect(admin.locator("#admin-done")).to_have_text("Added image torch-lab.")
+            expect(admin.locator('tr[data-image="torch-lab"]')).to_contain_text("vision")
+            admin.screenshot(path=str(ARTIFACTS / "e2e-admin-catalog.png"), full_page=True)
+
+            alice = new_page(browser)
+            hub_login(alice, hub.url, "alice", hub.password)
+            alice.wait_for_selector("#kubespawner-profiles-list", timeout=60_000)
+            images = alice.locator("#profile-option-small--image")
+            expect(images.locator("option")).to_contain_text(["Python 3.11 (this machine)", "PyTorch lab"])
+            images.select_option("torch-lab")
+            alice.screenshot(path=str(ARTIFACTS / "e2e-alice-picks-new-image.png"), full_page=True)
+            alice.click("#spawn_form button[type=submit]")
+            alice.wait_for_url("**/user/alice/lab**", timeout=120_000)
+            alice.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
+            alice.click('.jp-SideBar [data-id="jp-kubeai-panel"]')
+            panel = alice.locator("#jp-kubeai-panel")
+            expect(panel.locator('[data-kubeai-field="image"]')).to_have_text("torch-lab", timeout=60_000)
+            expect(panel.locator('[data-kubeai-field="profile"]')).to_have_text("small")
+            alice.screenshot(path=str(ARTIFACTS / "e2e-alice-on-new-image.png"))
+
+        # Her server process really got that image.
+        [server] = processes_under(hub.state_dir / "share" / "users" / "alice")
+        environ = Path(f"/proc/{server}/environ").read_bytes().split(b"\0")
+        assert b"KUBEAI_IMAGE=torch-lab" in environ
+        assert b"KUBEAI_PROFILE=small" in environ
+    finally:
+        left = hub.stop()
+    assert left == []

@@ -67,6 +67,7 @@ async def test_me_answers_who_is_asking(service):
         "groups": ["vision"],
         "mode": "local",
         "service_version": me["service_version"],
+        "servers": [],
     }
     code, me = await call(service + "api/me", "admin-token")
     assert (code, me["name"], me["admin"], me["groups"]) == (200, "admin", True, [])
@@ -329,3 +330,13 @@ async def test_admin_page_edits_deprecates_and_deletes(service):
     assert code == 409 and "replaces deprecated image" in html
     code, _, _ = await page(service, "admin/", "admin-token", "POST", {"collection": "image-rules", "action": "delete", "name": "nlp-own"})
     assert code == 302
+
+
+async def test_me_tells_users_on_a_deprecated_image(service, hub):
+    hub.users["alice"]["servers"] = {"": {"name": "", "user_options": {"profile": "small", "image": "base"}}}
+    _, me = await call(service + "api/me", "alice-token")
+    assert me["servers"] == [{"name": "", "profile": "small", "image": "base", "notice": ""}]
+    await call(service + "api/admin/images/base", "admin-token", method="PUT",
+               body=json.dumps({"image": "python:3.11", "deprecated": True, "replacement": "vision-lab"}))
+    _, me = await call(service + "api/me", "alice-token")
+    assert me["servers"][0]["notice"] == "Image 'base' is deprecated; restart your server to get 'vision-lab'."

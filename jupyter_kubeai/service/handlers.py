@@ -15,6 +15,7 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated,
 from tornado import web
 
 from .. import __version__
+from ..catalog.access import CUSTOM_IMAGE, IMAGE, PROFILE, Catalog
 from ..errors import KubeAIError, NotAuthenticated, NotFound, Unavailable, http_status
 from .identity import Identity
 
@@ -135,7 +136,32 @@ class MeHandler(BaseHandler):
         me = self.identity.to_json()
         me["mode"] = self.service.mode
         me["service_version"] = __version__
+        me["servers"] = running_servers(self.identity, self.service.catalog_store.catalog())
         self.write_json(me)
+
+
+def running_servers(identity: Identity, catalog: Catalog) -> list[dict]:
+    """The caller's running servers: size, image, and a word if the image is deprecated."""
+    images = {i.name: i for i in catalog.images}
+    servers = []
+    for name, options in identity.servers:
+        image_name = options.get(IMAGE, "")
+        image = images.get(image_name)
+        notice = ""
+        if image is not None and image.deprecated:
+            instead = images.get(image.replacement)
+            notice = f"Image {image.label!r} is deprecated" + (
+                f"; restart your server to get {instead.label!r}." if instead else "; pick another image at your next start."
+            )
+        servers.append(
+            {
+                "name": name,
+                "profile": options.get(PROFILE, ""),
+                "image": image_name or options.get(CUSTOM_IMAGE, ""),
+                "notice": notice,
+            }
+        )
+    return servers
 
 
 class HealthHandler(BaseHandler):

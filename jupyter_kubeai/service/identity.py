@@ -28,6 +28,8 @@ class Identity:
     kind: str = "user"  # "user" or "service"
     admin: bool = False
     groups: tuple[str, ...] = field(default_factory=tuple)
+    #: The user's running servers: server name ("" for the default) -> its user_options.
+    servers: tuple[tuple[str, dict], ...] = field(default_factory=tuple, compare=False)
 
     def in_group(self, group: str) -> bool:
         return group in self.groups
@@ -68,6 +70,10 @@ class HubDirectory:
             name=user["name"],
             admin=bool(user.get("admin", False)),
             groups=tuple(sorted(user.get("groups") or ())),
+            servers=tuple(
+                (server_name, server.get("user_options") or {})
+                for server_name, server in sorted((user.get("servers") or {}).items())
+            ),
         )
         self._cache[name] = (now, identity)
         return identity
