@@ -23,7 +23,7 @@ from tornado import web
 from traitlets import Unicode, default
 from traitlets.config import Configurable
 
-from .catalog.access import Selection, UserView, profile_list, select, user_view
+from .catalog.access import Selection, UserView, select, user_view
 from .catalog.form import options_from_form, render_form
 from .catalog.reader import CatalogReader
 from .errors import InvalidInput, KubeAIError
@@ -118,7 +118,7 @@ class KubeAISpawnerMixin(Configurable):
             notice = select(view, last).notice if last else ""
         except InvalidInput as e:
             notice = f"Your last choice is no longer available ({e.message}); the defaults are selected."
-        return render_form(profile_list(view, last), notice)
+        return render_form(view, last, notice)
 
     @default("options_from_form")
     def _default_options_from_form(self):

@@ -3,8 +3,9 @@ from tornado.httpserver import HTTPServer
 
 from processes import free_port
 
-# A real, throwaway PostgreSQL server for the store tests (tests/postgres.py).
-pytest_plugins = ["postgres"]
+# Fixtures as plugins: a real, throwaway PostgreSQL server for the store tests
+# (tests/postgres.py) and an HTTP-level fake Kubernetes API (tests/kubefake.py).
+pytest_plugins = ["postgres", "kubefake"]
 
 
 @pytest.fixture

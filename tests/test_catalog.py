@@ -118,8 +118,8 @@ def test_profile_list_for_a_vision_member_in_full():
         "kubespawner_override": {
             "cpu_guarantee": 0.5,
             "cpu_limit": 1.0,
-            "mem_guarantee": "1Gi",
-            "mem_limit": "2Gi",
+            "mem_guarantee": 1024**3,
+            "mem_limit": 2 * 1024**3,
             "extra_resource_limits": {},
         },
         "profile_options": {
@@ -130,6 +130,7 @@ def test_profile_list_for_a_vision_member_in_full():
                     "torch": {"display_name": "torch", "default": False, "kubespawner_override": {"image": "quay.io/kubeai/torch:2.13-cuda"}},
                     "vision-only": {"display_name": "vision-only", "default": False, "kubespawner_override": {"image": "registry.example.org/vision/lab:3"}},
                 },
+                # The shape KubeSpawner's form.html expects (and its own initialisation gives).
                 "unlisted_choice": {
                     "enabled": True,
                     "display_name": "Your own image",

@@ -28,12 +28,8 @@ def hub(tmp_path_factory):
 
 
 def spawn_form(session: requests.Session, hub: LocalHub, user: str, fields: dict) -> requests.Response:
-    """Submit the spawn form as the browser does (``fields`` as the form names them, short keys allowed)."""
-    profile = fields.get("profile", "")
-    data = {"_xsrf": session.cookies.get("_xsrf")}
-    for key, value in fields.items():
-        data[key if key == "profile" or key.startswith("profile-option-") else f"profile-option-{profile}--{key}"] = value
-    return session.post(f"{hub.url}/hub/spawn/{user}", data=data)
+    """Submit the spawn form as the browser does, with its field names (profile, image, gpus-<size>)."""
+    return session.post(f"{hub.url}/hub/spawn/{user}", data={"_xsrf": session.cookies.get("_xsrf"), **fields})
 
 
 def wait_for_server(session: requests.Session, hub: LocalHub, user: str, timeout=90, options=None):
@@ -118,8 +114,8 @@ def test_alice_logs_in_and_sees_her_panel(hub):
     with chromium_page() as page:
         hub_login(page, hub.url, "alice", hub.password)
         # The spawn form offers alice's part of the catalog; the default size is preselected.
-        page.wait_for_selector("#kubespawner-profiles-list", timeout=60_000)
-        expect(page.locator("#profile-item-small")).to_be_checked()
+        page.wait_for_selector("#kubeai-spawn-form", timeout=60_000)
+        expect(page.locator("#kubeai-size-small")).to_be_checked()
         page.screenshot(path=str(ARTIFACTS / "e2e-alice-spawn-form.png"), full_page=True)
         page.click("#spawn_form button[type=submit]")
         # The hub spawns alice's server and sends the browser on to Lab.
@@ -230,8 +226,8 @@ def test_admin_adds_an_image_and_alice_starts_with_it(tmp_path):
 
             alice = new_page(browser)
             hub_login(alice, hub.url, "alice", hub.password)
-            alice.wait_for_selector("#kubespawner-profiles-list", timeout=60_000)
-            images = alice.locator("#profile-option-small--image")
+            alice.wait_for_selector("#kubeai-spawn-form", timeout=60_000)
+            images = alice.locator("#kubeai-image")
             expect(images.locator("option")).to_contain_text(["Python 3.11 (this machine)", "PyTorch lab"])
             images.select_option("torch-lab")
             alice.screenshot(path=str(ARTIFACTS / "e2e-alice-picks-new-image.png"), full_page=True)

@@ -170,8 +170,9 @@ def resource_overrides(profile: Profile, gpus: int) -> dict:
     return {
         "cpu_guarantee": float(quantity_value(profile.cpu_request)),
         "cpu_limit": float(quantity_value(profile.cpu_limit)),
-        "mem_guarantee": profile.memory_request,
-        "mem_limit": profile.memory_limit,
+        # Bytes: KubeSpawner's memory settings do not read Kubernetes' "Gi".
+        "mem_guarantee": int(quantity_value(profile.memory_request)),
+        "mem_limit": int(quantity_value(profile.memory_limit)),
         "extra_resource_limits": {profile.gpu_resource: str(gpus)} if gpus else {},
     }
 
@@ -202,7 +203,8 @@ def profile_list(view: UserView, last: Mapping[str, object] | None = None) -> li
             }
             for image in view.images
         }
-        options[IMAGE] = {"display_name": "Image", "choices": image_choices}
+        # unlisted_choice always present: the shape KubeSpawner's form expects.
+        options[IMAGE] = {"display_name": "Image", "choices": image_choices, "unlisted_choice": {"enabled": False}}
         if view.rules:
             options[IMAGE]["unlisted_choice"] = {
                 "enabled": True,
@@ -215,6 +217,7 @@ def profile_list(view: UserView, last: Mapping[str, object] | None = None) -> li
         if len(profile.gpu_choices) > 1:
             picked = chosen.gpus if chosen and chosen.profile == profile else profile.gpus
             options[GPUS] = {
+                "unlisted_choice": {"enabled": False},
                 "display_name": "GPUs",
                 "choices": {
                     str(n): {
