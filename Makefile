@@ -17,13 +17,14 @@ PYTEST_ARGS ?=
 # from `jupyter labextension`) find the project's environment first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help run test setup setup-test browser postgres lab bench clean
+.PHONY: help run test setup setup-test browser postgres lab bench lint clean
 
 help:
 	@echo "make run    set up .venv/ and start the hub in local mode at http://127.0.0.1:8000"
 	@echo "make test   set up everything the tests need and run them all (Python and browser)"
 	@echo "make lab    rebuild the lab extension after changing src/ or style/"
 	@echo "make bench  run the benchmarks in bench/"
+	@echo "make lint   check the Python code with ruff"
 
 run: setup
 	@$(BIN)/python -m jupyter_kubeai.local login-help
@@ -34,6 +35,9 @@ test: setup-test browser postgres
 
 bench: setup-test
 	$(BIN)/python bench/run.py
+
+lint: setup
+	$(BIN)/ruff check jupyter_kubeai tests bench
 
 setup: $(VENV)/.installed $(CHP) $(LABEXT)
 

@@ -160,22 +160,14 @@ class KubeAISpawner(KubeAISpawnerMixin, KubeSpawner):
                 container.resources.limits = limits
         return pod
 
+    @property
+    def global_note(self) -> str:
+        return "" if self.global_writable else " (read-only)"
+
     async def progress(self):
         """The spawn page's events: what was chosen, then the pod's events in words."""
-        if self.selection is not None:
-            chosen = self.selection
-            image = chosen.image_name or chosen.image_ref
-            yield {"progress": 1, "message": f"Starting {chosen.profile.label} ({chosen.profile.summary()}) with image {image}"}
-            if chosen.notice:
-                yield {"progress": 1, "message": chosen.notice}
-        mounts = self.mount_paths()
-        if mounts:
-            projects = ", ".join(f"{g} at {p}" for g, p in mounts.get("projects", {}).items()) or "none"
-            yield {
-                "progress": 2,
-                "message": f"Storage: your folder at {mounts.get('home')}; projects: {projects}; "
-                f"global at {mounts.get('global')}{'' if self.global_writable else ' (read-only)'}",
-            }
+        for event in self.choice_events():
+            yield event
         async for event in super().progress():
             raw = event.get("raw_event")
             if raw:

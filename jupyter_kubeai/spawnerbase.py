@@ -144,6 +144,30 @@ class KubeAISpawnerMixin(Configurable):
     def apply_selection(self, selection: Selection) -> None:
         """Make the next start use ``selection`` (each spawner's own way)."""
 
+    def choice_events(self) -> list[dict]:
+        """The spawn page's first events: what was chosen, and where the storage is."""
+        events = []
+        if self.selection is not None:
+            chosen = self.selection
+            image = chosen.image_name or chosen.image_ref
+            events.append({"progress": 1, "message": f"Starting {chosen.profile.label} ({chosen.profile.summary()}) with image {image}"})
+            if chosen.notice:
+                events.append({"progress": 1, "message": chosen.notice})
+        mounts = self.mount_paths()
+        if mounts:
+            projects = ", ".join(f"{g} at {p}" for g, p in mounts.get("projects", {}).items()) or "none"
+            events.append(
+                {
+                    "progress": 2,
+                    "message": f"Storage: your folder at {mounts.get('home')}; projects: {projects}; "
+                    f"global at {mounts.get('global')}{self.global_note}",
+                }
+            )
+        return events
+
+    #: Appended to the global folder in progress messages.
+    global_note = ""
+
     # --- the lab's environment ----------------------------------------------------------------
 
     def mount_paths(self) -> dict:

@@ -107,7 +107,7 @@ class LocalHub:
     and checks nothing it started is left running.
     """
 
-    def __init__(self, workdir: Path, *, env: dict | None = None, user_cmd_prefix=()):
+    def __init__(self, workdir: Path, *, env: dict | None = None, user_cmd_prefix=(), config_file: Path | None = None):
         self.workdir = workdir
         self.state_dir = workdir / "state"
         self.port, self.hub_port, self.proxy_api_port, self.service_port = (free_port() for _ in range(4))
@@ -122,7 +122,7 @@ class LocalHub:
         self.cmd = [
             *user_cmd_prefix,
             sys.executable, "-m", "jupyterhub",
-            "-f", str(REPO / "jupyterhub_config.py"),
+            "-f", str(config_file or REPO / "jupyterhub_config.py"),
             f"--port={self.port}",
             f"--JupyterHub.hub_port={self.hub_port}",
             f"--ConfigurableHTTPProxy.api_url=http://127.0.0.1:{self.proxy_api_port}",
@@ -166,6 +166,10 @@ class LocalHub:
         )
         r.raise_for_status()
         return r.json()["token"]
+
+    def api(self, token: str, method: str, path: str, **kwargs) -> requests.Response:
+        """Call the hub's REST API (``/hub/api/<path>``) with ``token``."""
+        return requests.request(method, f"{self.url}/hub/api/{path}", headers={"Authorization": f"token {token}"}, **kwargs)
 
     def service_pids(self) -> list[int]:
         """PIDs of the kubeai service process(es) this hub started."""

@@ -5,6 +5,7 @@ import pytest
 from jupyter_kubeai.catalog.access import Catalog, select, user_view
 from jupyter_kubeai.catalog.model import image_from_dict, profile_from_dict
 from jupyter_kubeai.kube.objects import GPUScheduling, StorageConfig, make_scheduling, make_volumes
+
 from k8s_schema import validate_core
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}

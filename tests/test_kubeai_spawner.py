@@ -12,6 +12,7 @@ from tornado import web
 from jupyter_kubeai.spawner import KubeAISpawner
 from jupyter_kubeai.store.catalog import CatalogStore
 from jupyter_kubeai.store.schema import open_engine, upgrade
+
 from k8s_schema import validate_core
 from kubefake import NAMESPACE, FakeUser, make_spawner
 

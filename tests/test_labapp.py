@@ -10,9 +10,9 @@ import requests
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient
 
-from processes import free_port
 from jupyter_kubeai.labapp.handlers import checked_api_path
-from processes import jupyter_server, stop
+
+from processes import free_port, jupyter_server, stop
 
 USER_HUB_TOKEN = "alice-hub-token"
 JUPYTER_TOKEN = "jupyter-login-token-for-tests"

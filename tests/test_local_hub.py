@@ -3,6 +3,7 @@
 import json
 import os
 import stat
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -214,9 +215,8 @@ current-context: x
 
 
 async def test_kubeai_spawner_gives_pods_the_kubeai_environment(tmp_path, monkeypatch):
-    from kubespawner import KubeSpawner
-
     import kubernetes_asyncio.config.kube_config as kube_config
+    from kubespawner import KubeSpawner
 
     (tmp_path / "kubeconfig").write_text(KUBECONFIG)
     # Read once at import from $KUBECONFIG, so set where it is read.
@@ -231,3 +231,42 @@ async def test_kubeai_spawner_gives_pods_the_kubeai_environment(tmp_path, monkey
     assert env["KUBEAI_MODE"] == "kubernetes"
     assert env["KUBEAI_SERVICE_URL"] == "http://hub:10101/services/kubeai/"
     assert json.loads(env["KUBEAI_PROJECTS"]) == ["vision"]
+
+
+async def test_local_spawner_checks_choices_and_says_what_it_starts(tmp_path, monkeypatch):
+    from jupyter_kubeai.store.catalog import CatalogStore
+    from jupyter_kubeai.store.schema import open_engine, upgrade
+
+    url = f"sqlite:///{tmp_path / 'kubeai.sqlite'}"
+    engine = open_engine(url)
+    upgrade(engine)
+    CatalogStore(engine).seed(
+        images=[{"name": "python", "image": "jupyter-kubeai/python:3.11", "default": True},
+                {"name": "torch", "image": "jupyter-kubeai/torch:2"}],
+        profiles=[{"name": "small", "default": True, "memory_limit": "2Gi"}, {"name": "gpu", "gpus": 1}],
+    )
+    spawner = LocalKubeAISpawner(
+        user=fake_user("alice", ["vision"]),
+        share_root=str(tmp_path / "share"),
+        catalog_url=url,
+        local_gpus=0,
+        image_environments={"torch": "/opt/envs/torch/bin/python"},
+    )
+    await spawner._run_apply_user_options({"profile": "small", "image": "torch"})
+    assert spawner.cmd == ["/opt/envs/torch/bin/python", "-m", "jupyterhub.singleuser"]
+    assert spawner.mem_limit == 2 * 1024**3
+    assert spawner.kubeai_env()["KUBEAI_IMAGE"] == "torch"
+    events = [e["message"] async for e in spawner.progress()]
+    assert events[0] == "Starting small (1 CPU, 2Gi memory) with image torch"
+    assert events[1].startswith(f"Storage: your folder at {tmp_path / 'share/users/alice'}; projects: vision at ")
+
+    # An unmapped image runs in the hub's own environment.
+    await spawner._run_apply_user_options({"profile": "small", "image": "python"})
+    assert spawner.cmd[0] == sys.executable
+
+    from tornado import web
+
+    with pytest.raises(web.HTTPError) as error:
+        await spawner._run_apply_user_options({"profile": "gpu"})
+    assert error.value.status_code == 400
+    assert error.value.jupyterhub_message == "Size 'gpu' needs 1 GPU(s), but this machine has none; pick a CPU size."

@@ -7,8 +7,9 @@ import pytest
 from openapi_spec_validator import validate
 from tornado.httpclient import AsyncHTTPClient
 
-from fakehub import ACCESS, SERVICE_TOKEN, FakeHubState, make_fake_hub
 from jupyter_kubeai.service.app import PATH_PARAMETERS, KubeAIService
+
+from fakehub import ACCESS, SERVICE_TOKEN, FakeHubState, make_fake_hub
 
 PREFIX = "/services/kubeai/"
 INITIAL_CATALOG = {

@@ -129,6 +129,11 @@ class LocalKubeAISpawner(KubeAISpawnerMixin, SimpleLocalProcessSpawner):
             args.append("--allow-root")
         return args
 
+    async def progress(self):
+        """The spawn page's events: what was chosen and where the folders are."""
+        for event in self.choice_events():
+            yield event
+
     async def start(self):
         self.share.ensure_user(self.user.name, self.project_names)
         return await super().start()

@@ -10,10 +10,9 @@ managed service; its own settings are the traitlets below (command line
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import logging
 import os
+import re
 import signal
 from functools import cached_property
 from importlib.resources import files
