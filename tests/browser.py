@@ -58,3 +58,16 @@ def hub_login(page, hub_url: str, username: str, password: str) -> None:
     page.fill("#username_input", username)
     page.fill("#password_input", password)
     page.click("#login_submit")
+
+
+def start_server_from_form(page) -> None:
+    """Submit the hub's spawn form and wait until JupyterLab is up."""
+    page.click("#spawn_form button[type=submit]")
+    page.wait_for_url("**/lab**", timeout=120_000)
+    page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
+
+
+def open_kubeai_panel(page):
+    """Open the KubeAI sidebar panel in JupyterLab; returns its locator."""
+    page.click('.jp-SideBar [data-id="jp-kubeai-panel"]')
+    return page.locator("#jp-kubeai-panel")

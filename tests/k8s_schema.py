@@ -12,16 +12,21 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 from pathlib import Path
 
 import jsonschema
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-if not SHARED.exists():  # a clone beside ../shared, as CI has it
-    SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# ../shared beside the checkout (as CI has it), or $KUBEAI_SHARED_DIR.
+SHARED = Path(os.environ.get("KUBEAI_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared")
 OPENAPI = SHARED / "k8s-openapi"
+if not OPENAPI.is_dir():
+    raise RuntimeError(
+        f"The Kubernetes schemas are missing: {OPENAPI} does not exist. The tests expect the "
+        "project's shared/ folder beside the checkout (or KUBEAI_SHARED_DIR pointing at it)."
+    )
 
 # apiVersion -> OpenAPI file of its group/version.
 _FILES = {
@@ -83,3 +88,46 @@ def validate_core(obj: dict, definition: str | None = None, api_version: str | N
 def strict_copy(schema: dict) -> dict:
     """For CRD schemas (openAPIV3Schema): the same strictness, on a copy."""
     return _strict(copy.deepcopy(schema))
+
+
+CRDS = SHARED / "crds"
+
+
+@functools.lru_cache(maxsize=None)
+def _crd_file(path: Path) -> dict[tuple[str, str, str], dict]:
+    """(group, version, kind) -> openAPIV3Schema for the CRD(s) in one file."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the files are large
+    schemas = {}
+    for doc in yaml.load_all(path.read_text(), Loader=loader):
+        if not doc or doc.get("kind") != "CustomResourceDefinition":
+            continue
+        spec = doc["spec"]
+        for version in spec["versions"]:
+            schemas[(spec["group"], version["name"], spec["names"]["kind"])] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+@functools.lru_cache(maxsize=None)
+def crd_validator(api_version: str, kind: str) -> jsonschema.Validator:
+    """The schema of ``kind`` in ``api_version``, from the file named for its group.
+
+    CRD files are named ``<group>_<plural>.yaml``; where two define one CRD
+    (MPIJob v1 and v2beta1), the version picks the file.
+    """
+    group, _, version = api_version.partition("/")
+    for path in sorted(CRDS.glob(f"*/{group}_*.yaml")):
+        schema = _crd_file(path).get((group, version, kind))
+        if schema is not None:
+            return jsonschema.Draft7Validator(strict_copy(schema))
+    raise AssertionError(f"no CRD for {kind} {api_version} in {CRDS}")
+
+
+def validate_custom(obj: dict) -> None:
+    """Validate a custom resource against its CRD's schema, unknown fields being errors."""
+    validator = crd_validator(obj["apiVersion"], obj["kind"])
+    errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.path))
+    if errors:
+        lines = [f"{'/'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors[:20]]
+        raise AssertionError(f"{obj['kind']} {obj['apiVersion']} is invalid:\n" + "\n".join(lines))

@@ -108,7 +108,7 @@ def test_bob_server_lives_in_his_share_folder_and_reaches_the_service(hub):
 def test_alice_logs_in_and_sees_her_panel(hub):
     from playwright.sync_api import expect
 
-    from browser import chromium_page, hub_login
+    from browser import chromium_page, hub_login, open_kubeai_panel, start_server_from_form
 
     ARTIFACTS.mkdir(exist_ok=True)
     with chromium_page() as page:
@@ -117,13 +117,10 @@ def test_alice_logs_in_and_sees_her_panel(hub):
         page.wait_for_selector("#kubeai-spawn-form", timeout=60_000)
         expect(page.locator("#kubeai-size-small")).to_be_checked()
         page.screenshot(path=str(ARTIFACTS / "e2e-alice-spawn-form.png"), full_page=True)
-        page.click("#spawn_form button[type=submit]")
         # The hub spawns alice's server and sends the browser on to Lab.
-        page.wait_for_url("**/user/alice/lab**", timeout=120_000)
-        page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
-
-        page.click('.jp-SideBar [data-id="jp-kubeai-panel"]')
-        panel = page.locator("#jp-kubeai-panel")
+        start_server_from_form(page)
+        assert "/user/alice/lab" in page.url
+        panel = open_kubeai_panel(page)
         expect(panel.locator('[data-kubeai-field="status"]')).to_have_text(
             "Connected to the KubeAI service", timeout=60_000
         )
@@ -196,7 +193,7 @@ def test_admin_adds_an_image_and_alice_starts_with_it(tmp_path):
     """Catalog edits apply to the next spawn, with no hub restart (local mode)."""
     from playwright.sync_api import expect
 
-    from browser import chromium, hub_login, new_page
+    from browser import chromium, hub_login, new_page, open_kubeai_panel, start_server_from_form
 
     ARTIFACTS.mkdir(exist_ok=True)
     hub = LocalHub(tmp_path).start()
@@ -231,11 +228,8 @@ def test_admin_adds_an_image_and_alice_starts_with_it(tmp_path):
             expect(images.locator("option")).to_contain_text(["Python 3.11 (this machine)", "PyTorch lab"])
             images.select_option("torch-lab")
             alice.screenshot(path=str(ARTIFACTS / "e2e-alice-picks-new-image.png"), full_page=True)
-            alice.click("#spawn_form button[type=submit]")
-            alice.wait_for_url("**/user/alice/lab**", timeout=120_000)
-            alice.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
-            alice.click('.jp-SideBar [data-id="jp-kubeai-panel"]')
-            panel = alice.locator("#jp-kubeai-panel")
+            start_server_from_form(alice)
+            panel = open_kubeai_panel(alice)
             expect(panel.locator('[data-kubeai-field="image"]')).to_have_text("torch-lab", timeout=60_000)
             expect(panel.locator('[data-kubeai-field="profile"]')).to_have_text("small")
             alice.screenshot(path=str(ARTIFACTS / "e2e-alice-on-new-image.png"))

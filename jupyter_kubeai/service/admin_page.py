@@ -97,12 +97,7 @@ def form_to_entry(collection: str, form: dict[str, str]) -> dict:
 class AdminPageHandler(BaseHandler):
     page = True
 
-    async def prepare(self):
-        await super().prepare()
-        if self._finished:
-            return
-        if not self.identity.admin:
-            raise Forbidden("Only hub admins may manage the catalog.")
+    admin_only = True
 
     def write_error(self, status_code: int, **kwargs) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]

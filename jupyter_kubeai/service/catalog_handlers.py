@@ -13,7 +13,7 @@ from collections import Counter
 
 from ..catalog.access import CUSTOM_IMAGE, IMAGE, PROFILE, user_view
 from ..catalog.model import image_from_dict, image_rule_from_dict, profile_from_dict, to_dict
-from ..errors import Forbidden, InvalidInput
+from ..errors import InvalidInput
 from .handlers import BaseHandler
 
 #: URL segment -> (store kind, parser)
@@ -56,12 +56,7 @@ class UserCatalogHandler(BaseHandler):
 class AdminHandler(BaseHandler):
     """Base of the admin routes: hub admins only."""
 
-    async def prepare(self):
-        await super().prepare()
-        if self._finished:
-            return
-        if not self.identity.admin:
-            raise Forbidden("Only hub admins may manage the catalog.")
+    admin_only = True
 
     def json_body(self) -> dict:
         try:

@@ -16,7 +16,7 @@ from tornado import web
 
 from .. import __version__
 from ..catalog.access import CUSTOM_IMAGE, IMAGE, PROFILE, Catalog
-from ..errors import KubeAIError, NotAuthenticated, NotFound, Unavailable, http_status
+from ..errors import Forbidden, KubeAIError, NotAuthenticated, NotFound, Unavailable, http_status
 from .identity import Identity
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ class BaseHandler(_SettingsHubAuth, HubOAuthenticated, web.RequestHandler):
     #: Set to True on browser pages: without an identity they send the
     #: browser to the hub's OAuth login instead of answering 403.
     page = False
+    #: Set to True on handlers for hub admins only (403 for anyone else).
+    admin_only = False
 
     identity: Identity | None = None
 
@@ -61,6 +63,8 @@ class BaseHandler(_SettingsHubAuth, HubOAuthenticated, web.RequestHandler):
                 "(Authorization: token ...) allowed to access the kubeai service, "
                 "or log in to the hub first."
             )
+        if self.admin_only and not self.identity.admin:
+            raise Forbidden("Only hub admins may manage the catalog.")
 
     async def _authenticate(self) -> Identity | None:
         try:
