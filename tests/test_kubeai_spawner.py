@@ -182,6 +182,9 @@ async def test_unschedulable_start_times_out_and_stop_removes_the_pod(kube, cata
 async def test_progress_speaks_in_words(kube, catalog_url):
     spawner = spawner_for(catalog_url, "bob", ["vision"])
     await start(spawner, {"profile": "gpu", "image": "torch", "gpus": "1"})
+    # Events reach the spawner through its watch, which may trail start()
+    # under load; progress() then reports what has arrived.
+    await kube.wait_for(lambda: {"Scheduled", "Pulling"} <= {e["reason"] for e in spawner.events}, timeout=10)
     messages = []
     async for event in spawner.progress():
         messages.append(event["message"])
