@@ -1,0 +1,155 @@
+"""Job specs and the training objects built from them, validated against the real CRDs."""
+
+import re
+
+import pytest
+
+from jupyter_kubeai.catalog.access import Catalog, select, user_view
+from jupyter_kubeai.catalog.model import image_from_dict, profile_from_dict
+from jupyter_kubeai.errors import InvalidInput
+from jupyter_kubeai.jobs.spec import JobSpec
+from jupyter_kubeai.kube.objects import GPUScheduling
+from jupyter_kubeai.kube.training import GangScheduling, Placement, make_pytorchjob, make_training_job
+
+from k8s_schema import validate_core, validate_custom
+
+GPU_TAINT = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+CATALOG = Catalog(
+    images=(image_from_dict({"name": "torch", "image": "quay.io/kubeai/torch:2.13", "default": True}),),
+    profiles=(
+        profile_from_dict({"name": "cpu", "cpu_request": "1", "cpu_limit": "2", "memory_request": "2Gi", "memory_limit": "4Gi"}),
+        profile_from_dict({"name": "gpu", "cpu_request": "4", "cpu_limit": "8", "memory_request": "16Gi", "memory_limit": "32Gi", "gpus": 2}),
+    ),
+)
+VIEW = user_view(CATALOG, ["vision"])
+
+
+def job(framework="pytorch", size="cpu", workers=1, **kwargs):
+    fields = {
+        "job_id": "train-mnist-1a2b",
+        "owner": "alice",
+        "owner_groups": ("vision",),
+        "project": "vision",
+        "job_dir": "/home/jovyan/.kubeai/jobs/train-mnist-1a2b",
+        **({"parameter_servers": 1} if framework == "tensorflow" else {}),
+        **kwargs,
+    }
+    selection = select(VIEW, {"profile": size, **({"gpus": "2"} if size == "gpu" else {})})
+    return JobSpec(framework=framework, selection=selection, workers=workers, **fields)
+
+
+def validate(obj):
+    (validate_core if obj["apiVersion"] == "batch/v1" else validate_custom)(obj)
+
+
+GANGS = {
+    "default": GangScheduling(),
+    "volcano": GangScheduling(scheduler="volcano", queue="vision"),
+    "kueue": GangScheduling(scheduler="kueue", queue="vision-queue"),
+}
+
+
+@pytest.mark.parametrize("framework", ["pytorch", "tensorflow", "mpi", "single"])
+@pytest.mark.parametrize("size", ["cpu", "gpu"])
+@pytest.mark.parametrize("gang", list(GANGS))
+@pytest.mark.parametrize("workers", [1, 4])
+def test_every_kind_validates_against_its_crd(framework, size, gang, workers):
+    if framework == "single" and workers > 1:
+        workers = 1
+    where = Placement(gpu=GPUScheduling(tolerations=(GPU_TAINT,)), gang=GANGS[gang])
+    obj = make_training_job(job(framework, size, workers), where)
+    validate(obj)
+    pods = _pod_specs(obj)
+    for role, pod in pods.items():
+        container = pod["containers"][0]
+        assert container["image"] == "quay.io/kubeai/torch:2.13"
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert {"/home/jovyan", "/mnt/projects/vision", "/mnt/global"} <= mounts
+        gpu_role = size == "gpu" and role not in ("PS", "Launcher")
+        assert ("nvidia.com/gpu" in container["resources"]["limits"]) is gpu_role
+        assert (GPU_TAINT in pod.get("tolerations", [])) is gpu_role
+        assert (pod.get("schedulerName") == "volcano") is (gang == "volcano")
+    assert (obj["metadata"]["labels"].get("kueue.x-k8s.io/queue-name") == "vision-queue") is (gang == "kueue")
+
+
+def _pod_specs(obj):
+    spec = obj["spec"]
+    for key in ("pytorchReplicaSpecs", "tfReplicaSpecs", "mpiReplicaSpecs"):
+        if key in spec:
+            return {role: replica["template"]["spec"] for role, replica in spec[key].items()}
+    return {"Job": spec["template"]["spec"]}
+
+
+def test_pytorchjob_in_full():
+    where = Placement(gang=GangScheduling(scheduler="volcano", queue="vision", priority_class="high"), ttl_seconds_after_finished=3600)
+    obj = make_pytorchjob(job("pytorch", "gpu", workers=4, procs_per_worker=2), where)
+    template = obj["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
+    assert obj["metadata"] == {
+        "name": "train-mnist-1a2b",
+        "labels": {
+            "app.kubernetes.io/managed-by": "jupyter-kubeai",
+            "kubeai.jupyter.org/job": "train-mnist-1a2b",
+            "kubeai.jupyter.org/owner": "alice",
+            "kubeai.jupyter.org/project": "vision",
+        },
+    }
+    assert obj["spec"]["nprocPerNode"] == "2"
+    assert obj["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 3
+    assert obj["spec"]["runPolicy"] == {
+        "cleanPodPolicy": "None",
+        "ttlSecondsAfterFinished": 3600,
+        "backoffLimit": 0,
+        "schedulingPolicy": {"minAvailable": 4, "queue": "vision", "priorityClass": "high"},
+    }
+    container = template["spec"]["containers"][0]
+    assert container["name"] == "pytorch"
+    assert container["command"] == ["torchrun", "/home/jovyan/.kubeai/jobs/train-mnist-1a2b/main.py"]
+    assert container["workingDir"] == "/home/jovyan/.kubeai/jobs/train-mnist-1a2b"
+    assert container["resources"] == {
+        "requests": {"cpu": "4", "memory": "16Gi"},
+        "limits": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "2"},
+    }
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["KUBEAI_JOB_ID"] == "train-mnist-1a2b" and env["KUBEAI_PROJECT"] == "vision"
+    validate_custom(obj)
+
+
+def test_tfjob_and_mpijob_topology():
+    tf = make_training_job(job("tensorflow", workers=3, parameter_servers=2), Placement())
+    replicas = tf["spec"]["tfReplicaSpecs"]
+    assert {r: s["replicas"] for r, s in replicas.items()} == {"Chief": 1, "PS": 2, "Worker": 2}
+    mpi = make_training_job(job("mpi", "gpu", workers=4, procs_per_worker=2), Placement())
+    assert mpi["spec"]["slotsPerWorker"] == 2
+    launcher = mpi["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]
+    assert launcher["command"][:4] == ["mpirun", "--allow-run-as-root", "-np", "8"]
+    assert mpi["spec"]["mpiReplicaSpecs"]["Worker"]["replicas"] == 4
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"framework": "jax"}, "Framework 'jax' is not one of"),
+        ({"workers": 0}, "Workers must be from 1 to 64"),
+        ({"framework": "single", "workers": 2}, "one worker with one process"),
+        ({"framework": "tensorflow", "parameter_servers": 0}, "needs 1 to 16 parameter servers"),
+        ({"parameter_servers": 1}, "Only TensorFlow jobs have parameter servers"),
+        ({"size": "gpu", "procs_per_worker": 3}, "use at most one process per GPU"),
+        ({"project": "nlp"}, "You are not in project 'nlp'"),
+        ({"job_id": "Bad_Id"}, "Job id 'Bad_Id' is not valid"),
+        ({"entrypoint": "../../etc/passwd"}, "must be a path inside the job folder"),
+        ({"env": (("MASTER_ADDR", "evil"),)}, "set by the platform"),
+        ({"env": (("1BAD", "x"),)}, "is not valid"),
+    ],
+)
+def test_bad_specs_are_refused_clearly(kwargs, message):
+    framework = kwargs.pop("framework", "pytorch")
+    size = kwargs.pop("size", "cpu")
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        job(framework, size, **kwargs)
+
+
+def test_gang_settings_are_checked():
+    with pytest.raises(ValueError, match="Kueue needs a LocalQueue"):
+        GangScheduling(scheduler="kueue")
+    with pytest.raises(ValueError, match="volcano, kueue or empty"):
+        GangScheduling(scheduler="yunikorn")
