@@ -18,6 +18,17 @@ except ImportError:  # pragma: no cover - only in a source tree never built
     __version__ = "0.0.0.dev0"
 
 
+def log_metric(step=None, *, all_ranks=False, **values):
+    """Record metrics from a training script for the Jobs panel's chart.
+
+    ``jupyter_kubeai.log_metric(step=10, loss=0.3, accuracy=0.9)``; see
+    :mod:`jupyter_kubeai.jobs.metrics`.
+    """
+    from .jobs.metrics import log_metric as _log_metric
+
+    return _log_metric(step, all_ranks=all_ranks, **values)
+
+
 def _jupyter_labextension_paths():
     return [{"src": "labextension", "dest": "jupyter-kubeai"}]
 

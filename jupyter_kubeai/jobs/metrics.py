@@ -1,0 +1,71 @@
+"""Metrics a training script reports, for the Jobs panel's chart.
+
+``jupyter_kubeai.log_metric(step=10, loss=0.3, accuracy=0.9)`` appends one
+JSON line to ``metrics.jsonl`` in the job folder (``$KUBEAI_JOB_DIR``), or
+in the current folder when run outside a job. In a distributed job only
+rank 0 writes, unless ``all_ranks=True`` (each line then says its rank).
+One ``write`` per line in append mode, so concurrent writers never
+interleave a line; a reader skips a last line still being written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def metrics_path() -> Path:
+    return Path(os.environ.get("KUBEAI_JOB_DIR") or ".") / METRICS_FILE
+
+
+def _rank() -> int:
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def log_metric(step: int | None = None, *, all_ranks: bool = False, **values: float) -> bool:
+    """Record metric values (numbers) at ``step``; returns whether a line was written."""
+    if not values:
+        raise ValueError("name at least one metric, e.g. log_metric(step=1, loss=0.5)")
+    if step is not None and (not isinstance(step, int) or isinstance(step, bool) or step < 0):
+        raise ValueError(f"step must be a whole number >= 0, not {step!r}")
+    clean = {}
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            try:
+                value = float(value)  # numpy and torch scalars
+            except (TypeError, ValueError):
+                raise ValueError(f"metric {name!r} must be a number, not {value!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"metric {name!r} is {value}; only finite numbers can be charted")
+        clean[name] = value
+    rank = _rank()
+    if rank != 0 and not all_ranks:
+        return False
+    record = {"time": time.time(), "step": step, "rank": rank, "values": clean}
+    path = metrics_path()
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+    return True
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records in ``path``, oldest first; a torn last line is left for the next read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in text.splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

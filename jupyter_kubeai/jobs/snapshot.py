@@ -1,0 +1,120 @@
+"""The job's snapshot of a notebook: the notebook as it was, and a script to run.
+
+- :func:`inject_parameters`: papermill's convention: a new cell tagged
+  ``injected-parameters`` right after the cell tagged ``parameters`` (or
+  first, when there is none), so the values win over the notebook's defaults;
+- :func:`notebook_to_script`: nbconvert's own Python exporter, cells tagged
+  ``skip`` dropped. Magics and shell lines (``%env``, ``%%bash``, ``!pip``)
+  run through IPython's own shell at run time, as in the notebook;
+  ``%matplotlib`` becomes a no-op with the Agg backend (no display in a job);
+- :func:`write_snapshot`: the files in the job folder (the I/O at the edge).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import keyword
+from pathlib import Path
+
+import nbformat
+from nbconvert.exporters import PythonExporter
+from nbconvert.preprocessors import TagRemovePreprocessor
+
+from ..errors import InvalidInput
+
+PARAMETERS_TAG = "parameters"
+INJECTED_TAG = "injected-parameters"
+SKIP_TAG = "skip"
+
+NOTEBOOK_FILE = "notebook.ipynb"
+SCRIPT_FILE = "main.py"
+PARAMETERS_FILE = "parameters.json"
+
+PRELUDE = '''\
+# Converted by jupyter_kubeai from {notebook}: edit the notebook, not this file.
+# Magics and shell lines run through IPython's own shell, as in the notebook.
+import os as _os
+
+_os.environ.setdefault("MPLBACKEND", "Agg")
+from IPython.core.interactiveshell import InteractiveShell as _InteractiveShell  # noqa: E402
+
+get_ipython = _InteractiveShell.instance
+# No display in a job: %matplotlib only chooses a backend, and Agg is set above.
+get_ipython().register_magic_function(lambda line: None, "line", "matplotlib")
+
+'''
+
+_JSON_TYPES = (str, int, float, bool, type(None))
+
+
+def _check_value(name: str, value, depth: int = 0) -> None:
+    if depth > 10:
+        raise InvalidInput(f"Parameter {name!r} is nested too deeply.")
+    if isinstance(value, _JSON_TYPES):
+        return
+    if isinstance(value, list):
+        for item in value:
+            _check_value(name, item, depth + 1)
+        return
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        for item in value.values():
+            _check_value(name, item, depth + 1)
+        return
+    raise InvalidInput(f"Parameter {name!r}: only text, numbers, true/false, null, lists and objects are allowed.")
+
+
+def parameters_source(parameters: dict) -> str:
+    """Python source assigning the parameters (checked: names and JSON values only)."""
+    lines = ["# Parameters of this job"]
+    for name, value in parameters.items():
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+            raise InvalidInput(f"Parameter name {name!r} is not a Python variable name.")
+        _check_value(name, value)
+        lines.append(f"{name} = {value!r}")
+    return "\n".join(lines) + "\n"
+
+
+def inject_parameters(nb: nbformat.NotebookNode, parameters: dict) -> nbformat.NotebookNode:
+    """A copy of ``nb`` with the parameters cell injected (papermill's convention)."""
+    nb = copy.deepcopy(nb)
+    nb.cells = [c for c in nb.cells if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])]
+    if not parameters:
+        return nb
+    cell = nbformat.v4.new_code_cell(parameters_source(parameters))
+    cell.metadata["tags"] = [INJECTED_TAG]
+    position = next(
+        (i + 1 for i, c in enumerate(nb.cells) if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])),
+        0,
+    )
+    nb.cells.insert(position, cell)
+    return nb
+
+
+def notebook_to_script(nb: nbformat.NotebookNode, notebook_name: str = "the notebook") -> str:
+    """The notebook as a Python script: skip-tagged cells out, magics kept working."""
+    exporter = PythonExporter()
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags={SKIP_TAG}, enabled=True), enabled=True)
+    body, _ = exporter.from_notebook_node(nb)
+    body = "\n".join(line for line in body.splitlines() if not line.startswith(("#!/usr/bin/env", "# coding:")))
+    return PRELUDE.format(notebook=notebook_name) + body.lstrip("\n") + "\n"
+
+
+def write_snapshot(job_dir: Path, notebook: dict, parameters: dict, notebook_name: str) -> Path:
+    """Write the notebook (parameters injected), its script and the parameters into ``job_dir``.
+
+    ``notebook`` is the editor's content (unsaved edits included), not the
+    file on disk: the job runs exactly what the user saw.
+    """
+    try:
+        nb = nbformat.from_dict(notebook)
+        nbformat.validate(nb)
+    except (nbformat.ValidationError, KeyError, TypeError, AttributeError) as e:
+        raise InvalidInput(f"This is not a valid notebook: {e}") from None
+    nb = inject_parameters(nb, parameters)
+    script = notebook_to_script(nb, notebook_name)
+    job_dir.mkdir(parents=True, exist_ok=False)
+    nbformat.write(nb, job_dir / NOTEBOOK_FILE)
+    (job_dir / SCRIPT_FILE).write_text(script)
+    (job_dir / PARAMETERS_FILE).write_text(json.dumps(parameters, indent=2))
+    return job_dir / SCRIPT_FILE
