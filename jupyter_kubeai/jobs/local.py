@@ -1,0 +1,119 @@
+"""``LocalJobRunner``: jobs as local process groups, supervised from their job folder.
+
+The runner keeps no state of its own: everything about a job is in its
+folder (``state.json`` and ``logs/``, written by
+:mod:`.supervise`), so a restarted hub service re-attaches by reading
+them, and a job whose supervisor vanished (the machine rebooted, someone
+killed it) is reported Failed with that reason, never left "Running".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .supervise import LOG_DIR, MAIN_LOG, STATE_FILE, tail
+
+ACTIVE = ("Pending", "Running")
+
+
+@dataclass(frozen=True)
+class LocalJobStatus:
+    state: str  # Pending, Running, Succeeded, Failed, Cancelled
+    reason: str = ""
+    exit_code: int | None = None
+    started: float | None = None
+    finished: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive: it only waits for its parent to read its exit.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+class LocalJobRunner:
+    def start(self, job_dir: Path, command: list[str], env: dict[str, str] | None = None) -> None:
+        """Start ``command`` in ``job_dir`` under a detached supervisor."""
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / STATE_FILE).write_text(json.dumps({"state": "Pending", "started": time.time()}))
+        with open(job_dir / "supervisor.log", "ab") as out:
+            subprocess.Popen(
+                [sys.executable, "-m", "jupyter_kubeai.jobs.supervise", "--job-dir", str(job_dir), "--", *command],
+                cwd=job_dir,
+                env={**os.environ, **(env or {})},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                # Its own session: the job outlives whoever started it.
+                start_new_session=True,
+            )
+
+    def status(self, job_dir: Path) -> LocalJobStatus:
+        try:
+            state = json.loads((job_dir / STATE_FILE).read_text())
+        except FileNotFoundError:
+            return LocalJobStatus("Failed", reason="The job folder has no state: the job never started.")
+        status = LocalJobStatus(
+            state=state["state"],
+            reason=state.get("reason", ""),
+            exit_code=state.get("exit_code"),
+            started=state.get("started"),
+            finished=state.get("finished"),
+        )
+        if status.state == "Running" and not _alive(state["pid"]):
+            return LocalJobStatus(
+                "Failed",
+                reason="The job's supervisor vanished (the machine restarted, or it was killed). "
+                f"Last lines:\n{tail(job_dir / LOG_DIR / MAIN_LOG)}",
+                started=status.started,
+                finished=time.time(),
+            )
+        return status
+
+    def wait(self, job_dir: Path, timeout: float = 60, poll: float = 0.1) -> LocalJobStatus:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(job_dir)
+            if not status.active or time.monotonic() > deadline:
+                return status
+            time.sleep(poll)
+
+    def cancel(self, job_dir: Path) -> bool:
+        """Ask the supervisor to stop the job's whole process group; False if it was not running."""
+        try:
+            state = json.loads((job_dir / STATE_FILE).read_text())
+        except FileNotFoundError:
+            return False
+        if state.get("state") != "Running":
+            return False
+        try:
+            os.kill(state["pid"], signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def log(self, job_dir: Path) -> str:
+        try:
+            return (job_dir / LOG_DIR / MAIN_LOG).read_text(errors="replace")
+        except FileNotFoundError:
+            return ""

@@ -1,0 +1,138 @@
+"""``python -m jupyter_kubeai.jobs.supervise``: run one local job and record how it went.
+
+Started detached (its own session) by :class:`~jupyter_kubeai.jobs.local.LocalJobRunner`,
+so a job outlives the user's lab server and the hub service. It runs the
+job's command in its own process group, sends the output to
+``logs/main.log`` in the job folder, and keeps ``state.json`` there
+(written atomically): ``Running`` with its pid, then ``Succeeded``,
+``Failed`` (exit code and the last lines of the log) or ``Cancelled``. On
+SIGTERM it stops the whole group, grandchildren included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STATE_FILE = "state.json"
+LOG_DIR = "logs"
+MAIN_LOG = "main.log"
+TAIL_LINES = 20
+GRACE_SECONDS = 10
+
+
+def write_state(job_dir: Path, **state) -> None:
+    tmp = job_dir / f".{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, job_dir / STATE_FILE)  # readers never see half a file
+
+
+def tail(path: Path, lines: int = TAIL_LINES) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            return b"\n".join(f.read().splitlines()[-lines:]).decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jupyter_kubeai.jobs.supervise")
+    parser.add_argument("--job-dir", required=True, type=Path)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    job_dir: Path = args.job_dir
+    log_path = job_dir / LOG_DIR / MAIN_LOG
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    _become_subreaper()
+
+    with open(log_path, "ab", buffering=0) as log:
+        try:
+            child = subprocess.Popen(command, cwd=job_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as e:
+            write_state(job_dir, state="Failed", exit_code=None, started=started, finished=time.time(),
+                        reason=f"The job's command could not start: {e}")
+            return 1
+        write_state(job_dir, state="Running", pid=os.getpid(), pgid=child.pid, started=started)
+        cancelled = False
+
+        def on_term(signum, frame):
+            nonlocal cancelled
+            cancelled = True
+            _signal_group(child.pid, signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        code = child.wait()
+        # Ranks the command left behind (a crashed launcher's workers) go too.
+        _stop_group(child.pid)
+
+    finished = time.time()
+    if cancelled:
+        write_state(job_dir, state="Cancelled", exit_code=code, started=started, finished=finished, reason="Cancelled by its owner.")
+    elif code == 0:
+        write_state(job_dir, state="Succeeded", exit_code=0, started=started, finished=finished, reason="")
+    else:
+        write_state(job_dir, state="Failed", exit_code=code, started=started, finished=finished,
+                    reason=f"Exited with code {code}. Last lines:\n{tail(log_path)}")
+    return 0
+
+
+def _become_subreaper() -> None:
+    """Adopt the job's orphaned processes, so they can be reaped (Linux).
+
+    Without it, a rank whose parent died is re-parented to PID 1, which in
+    some containers never reaps: its zombie would keep the group "alive".
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _stop_group(pgid: int) -> None:
+    """SIGTERM the job's process group, SIGKILL what is left after the grace period."""
+    if not _signal_group(pgid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + GRACE_SECONDS
+    while time.monotonic() < deadline:
+        _reap()
+        if not _signal_group(pgid, 0):
+            return
+        time.sleep(0.05)
+    _signal_group(pgid, signal.SIGKILL)
+    time.sleep(0.1)
+    _reap()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
