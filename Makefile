@@ -54,7 +54,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e ".[dev,test]"
+	$(BIN)/python -m pip install -q -e ".[dev,test,torch]"
 	touch $@
 
 # After a change in src/ or style/: rebuild, and link the built folder into

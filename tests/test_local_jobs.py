@@ -117,3 +117,32 @@ def test_a_vanished_supervisor_is_reported_failed(tmp_path, runner):
     status = runner.wait(job, timeout=10)
     assert status.state == "Failed"
     assert "supervisor vanished" in status.reason and "working" in status.reason
+
+
+def spec_for(framework, **kwargs):
+    from jupyter_kubeai.catalog.access import Catalog, select, user_view
+    from jupyter_kubeai.catalog.model import image_from_dict, profile_from_dict
+    from jupyter_kubeai.jobs.spec import JobSpec
+
+    view = user_view(Catalog(images=(image_from_dict({"name": "py", "image": "x/py:1"}),), profiles=(profile_from_dict({"name": "s"}),)), [])
+    return JobSpec(job_id="j", owner="alice", owner_groups=(), project=None, framework=framework,
+                   selection=select(view, {}), job_dir="/tmp/j", **kwargs)
+
+
+def test_local_commands_per_framework(monkeypatch):
+    import shutil
+
+    from jupyter_kubeai.errors import InvalidInput
+    from jupyter_kubeai.jobs import local_commands
+
+    assert local_commands.local_command(spec_for("single"), python="py") == ["py", "-u", "main.py"]
+    torchrun = local_commands.local_command(spec_for("pytorch", workers=2, procs_per_worker=2), python="py")
+    assert torchrun[:3] == ["py", "-m", "torch.distributed.run"] and "--nproc_per_node=4" in torchrun
+    # TensorFlow and MPI are refused with a message where they are not installed, never faked.
+    real_find_spec = local_commands.importlib.util.find_spec
+    monkeypatch.setattr(local_commands.importlib.util, "find_spec", lambda name: None if name == "tensorflow" else real_find_spec(name))
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(InvalidInput, match="TensorFlow is not installed here"):
+        local_commands.local_command(spec_for("tensorflow", parameter_servers=1))
+    with pytest.raises(InvalidInput, match="mpirun is not installed here"):
+        local_commands.local_command(spec_for("mpi"))

@@ -23,6 +23,8 @@ from pathlib import Path
 STATE_FILE = "state.json"
 LOG_DIR = "logs"
 MAIN_LOG = "main.log"
+#: Where launchers that log per rank (torchrun --log_dir) put their rank logs.
+RANK_LOGS = "logs/ranks"
 TAIL_LINES = 20
 GRACE_SECONDS = 10
 
@@ -41,6 +43,19 @@ def tail(path: Path, lines: int = TAIL_LINES) -> str:
             return b"\n".join(f.read().splitlines()[-lines:]).decode("utf-8", "replace")
     except FileNotFoundError:
         return ""
+
+
+def failure_lines(job_dir: Path, log_path: Path) -> str:
+    """The failing rank's last lines where ranks log apart (torchrun), else the job's."""
+    ranks = sorted(
+        (job_dir / RANK_LOGS).rglob("stderr.log"),
+        key=lambda p: (int(p.parent.name) if p.parent.name.isdigit() else 1 << 30, str(p)),
+    )
+    for path in ranks:
+        text = tail(path)
+        if "Traceback" in text or "Error" in text:
+            return f"Rank {path.parent.name}, last lines:\n{text}"
+    return f"Last lines:\n{tail(log_path)}"
 
 
 def main(argv=None) -> int:
@@ -83,7 +98,7 @@ def main(argv=None) -> int:
         write_state(job_dir, state="Succeeded", exit_code=0, started=started, finished=finished, reason="")
     else:
         write_state(job_dir, state="Failed", exit_code=code, started=started, finished=finished,
-                    reason=f"Exited with code {code}. Last lines:\n{tail(log_path)}")
+                    reason=f"Exited with code {code}. {failure_lines(job_dir, log_path)}")
     return 0
 
 
