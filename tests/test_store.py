@@ -122,3 +122,18 @@ def test_positions_keep_admin_order(store, engine):
     assert [i.name for i in store.catalog().images] == ["zeta", "alpha", "mid"]
     with engine.connect() as connection:
         assert connection.execute(text("select count(*) from catalog_images")).scalar() == 3
+
+
+def test_an_upgrade_from_the_first_revision_keeps_the_catalog(engine):
+    upgrade(engine, "0001_catalog")
+    with engine.begin() as connection:
+        connection.execute(text(
+            "insert into catalog_images (name, description, groups, position, created, updated, image, display_name, "
+            "tags, is_default, deprecated, replacement) values ('base', 'kept', '[]', 1, '2026-01-01', '2026-01-01', "
+            "'python:3.11', 'Base', '[]', true, false, '')"
+        ))
+    upgrade(engine)  # to head: adds the jobs table
+    assert current_revision(engine) == head_revision()
+    [image] = CatalogStore(engine).catalog().images
+    assert (image.name, image.description, image.default) == ("base", "kept", True)
+    assert "jobs" in inspect(engine).get_table_names()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -67,3 +67,32 @@ class Setting(Base):
 
     key: Mapped[str] = mapped_column(String(63), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class JobRow(Base):
+    """A training job: who submitted what, where it ran, how it ended.
+
+    The record stays after the job's objects or processes are cleaned up:
+    it is the history and the pointer to the job folder (logs, outputs).
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_owner_created", "owner", "created"),
+        Index("ix_jobs_project_created", "project", "created"),
+        Index("ix_jobs_state", "state"),
+    )
+
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    project: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    framework: Mapped[str] = mapped_column(String(32))
+    backend: Mapped[str] = mapped_column(String(32))  # "local" or "kubernetes"
+    state: Mapped[str] = mapped_column(String(32), default="Pending")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    job_dir: Mapped[str] = mapped_column(Text)
+    spec: Mapped[dict] = mapped_column(JSON)  # the submission as accepted
+    gpus: Mapped[int] = mapped_column(Integer, default=0)  # total, for project quotas
+    created: Mapped[float] = mapped_column(Float)
+    started: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished: Mapped[float | None] = mapped_column(Float, nullable=True)
