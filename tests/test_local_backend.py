@@ -1,0 +1,105 @@
+"""LocalBackend and reconcile: records follow what really runs, across service restarts."""
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from jupyter_kubeai.backends.base import reconcile
+from jupyter_kubeai.backends.local import LocalBackend
+from jupyter_kubeai.catalog.access import Catalog, select, user_view
+from jupyter_kubeai.catalog.model import image_from_dict, profile_from_dict
+from jupyter_kubeai.errors import InvalidInput, NotFound
+from jupyter_kubeai.jobs.spec import JobSpec
+from jupyter_kubeai.store.jobs import JobRecord, JobStore
+from jupyter_kubeai.store.schema import open_engine, upgrade
+
+SELECTION = select(user_view(Catalog(images=(image_from_dict({"name": "py", "image": "x/py:1"}),),
+                                     profiles=(profile_from_dict({"name": "s"}),)), []), {})
+
+
+@pytest.fixture
+def store(tmp_path):
+    engine = open_engine(f"sqlite:///{tmp_path / 'kubeai.sqlite'}")
+    upgrade(engine)
+    return JobStore(engine)
+
+
+def submit(store, backend, tmp_path, job_id, body, framework="single"):
+    job_dir = tmp_path / job_id
+    job_dir.mkdir()
+    (job_dir / "main.py").write_text(body)
+    spec = JobSpec(job_id=job_id, owner="alice", owner_groups=("vision",), project="vision", framework=framework,
+                   selection=SELECTION, job_dir=str(job_dir), env=(("EPOCHS", "3"),))
+    store.add(JobRecord(job_id=job_id, owner="alice", project="vision", framework=framework, backend="local",
+                        state="Pending", reason="", job_dir=str(job_dir), spec={}, gpus=0, created=time.time()))
+    return spec
+
+
+async def wait_state(store, backend, job_id, states, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await reconcile(store, backend)
+        record = store.get(job_id)
+        if record.state in states:
+            return record
+        time.sleep(0.05)
+    raise TimeoutError(f"{job_id} stayed {store.get(job_id).state}")
+
+
+async def test_submit_run_and_read_logs(store, tmp_path):
+    backend = LocalBackend()
+    spec = submit(store, backend, tmp_path, "job-ok", "import os\nprint('epochs', os.environ['EPOCHS'], os.environ['KUBEAI_PROJECT'])\n")
+    await backend.submit(spec)
+    record = await wait_state(store, backend, "job-ok", ("Succeeded", "Failed"))
+    assert record.state == "Succeeded" and record.finished
+    assert await backend.replicas(record) == ["main"]
+    assert "epochs 3 vision" in await backend.logs(record, "main")
+    with pytest.raises(NotFound):
+        await backend.logs(record, "rank-7")
+
+
+async def test_the_service_restarts_and_finds_what_happened(store, tmp_path):
+    marker = tmp_path / "go"
+    spec = submit(store, LocalBackend(), tmp_path, "job-long",
+                  f"import pathlib, time\nwhile not pathlib.Path({str(marker)!r}).exists(): time.sleep(0.05)\n")
+    await LocalBackend().submit(spec)
+    # A new backend object: the service restarted. The job is picked up again.
+    assert (await wait_state(store, LocalBackend(), "job-long", ("Running",))).state == "Running"
+    marker.touch()
+    assert (await wait_state(store, LocalBackend(), "job-long", ("Succeeded",))).state == "Succeeded"
+
+
+async def test_a_job_that_vanished_is_marked_failed_with_the_reason(store, tmp_path):
+    backend = LocalBackend()
+    spec = submit(store, backend, tmp_path, "job-gone", "import time\nprint('training', flush=True)\ntime.sleep(600)\n")
+    await backend.submit(spec)
+    await wait_state(store, backend, "job-gone", ("Running",))
+    state = json.loads((Path(spec.job_dir) / "state.json").read_text())
+    os.kill(state["pid"], signal.SIGKILL)
+    os.killpg(state["pgid"], signal.SIGKILL)
+    record = await wait_state(store, LocalBackend(), "job-gone", ("Failed",))
+    assert "supervisor vanished" in record.reason
+
+
+async def test_cancel_through_the_backend(store, tmp_path):
+    backend = LocalBackend()
+    spec = submit(store, backend, tmp_path, "job-cancel", "import time\ntime.sleep(600)\n")
+    await backend.submit(spec)
+    await wait_state(store, backend, "job-cancel", ("Running",))
+    assert await backend.cancel(store.get("job-cancel"))
+    assert (await wait_state(store, backend, "job-cancel", ("Cancelled",))).state == "Cancelled"
+
+
+async def test_frameworks_that_cannot_run_here_start_nothing(store, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    backend = LocalBackend()
+    spec = submit(store, backend, tmp_path, "job-mpi", "print('never')\n", framework="mpi")
+    with pytest.raises(InvalidInput, match="mpirun is not installed"):
+        await backend.submit(spec)
+    assert not (Path(spec.job_dir) / "state.json").exists()  # no process was started
