@@ -8,20 +8,11 @@ what the backend sees, at start (re-attach) and whenever asked.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from traitlets.config import LoggingConfigurable
 
 from ..jobs.spec import JobSpec
+from ..jobs.status import JobStatus
 from ..store.jobs import JobRecord, JobStore
-
-
-@dataclass(frozen=True)
-class JobStatus:
-    state: str  # Pending, Running, Succeeded, Failed, Cancelled
-    reason: str = ""
-    started: float | None = None
-    finished: float | None = None
 
 
 class JobBackend(LoggingConfigurable):

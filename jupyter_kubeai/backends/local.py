@@ -9,8 +9,9 @@ from ..errors import NotFound
 from ..jobs.local import LocalJobRunner
 from ..jobs.local_commands import RANK_LOG_DIR, local_command
 from ..jobs.spec import JobSpec
+from ..jobs.status import JobStatus
 from ..store.jobs import JobRecord
-from .base import JobBackend, JobStatus
+from .base import JobBackend
 
 
 def job_env(spec: JobSpec) -> dict[str, str]:
@@ -36,8 +37,7 @@ class LocalBackend(JobBackend):
         await asyncio.to_thread(self.runner.start, Path(spec.job_dir), command, job_env(spec))
 
     async def status(self, record: JobRecord) -> JobStatus:
-        status = await asyncio.to_thread(self.runner.status, Path(record.job_dir))
-        return JobStatus(state=status.state, reason=status.reason, started=status.started, finished=status.finished)
+        return await asyncio.to_thread(self.runner.status, Path(record.job_dir))
 
     async def cancel(self, record: JobRecord) -> bool:
         return await asyncio.to_thread(self.runner.cancel, Path(record.job_dir))

@@ -15,25 +15,10 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from .status import JobStatus
 from .supervise import LOG_DIR, MAIN_LOG, STATE_FILE, tail
-
-ACTIVE = ("Pending", "Running")
-
-
-@dataclass(frozen=True)
-class LocalJobStatus:
-    state: str  # Pending, Running, Succeeded, Failed, Cancelled
-    reason: str = ""
-    exit_code: int | None = None
-    started: float | None = None
-    finished: float | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE
 
 
 def _alive(pid: int) -> bool:
@@ -68,12 +53,12 @@ class LocalJobRunner:
                 start_new_session=True,
             )
 
-    def status(self, job_dir: Path) -> LocalJobStatus:
+    def status(self, job_dir: Path) -> JobStatus:
         try:
             state = json.loads((job_dir / STATE_FILE).read_text())
         except FileNotFoundError:
-            return LocalJobStatus("Failed", reason="The job folder has no state: the job never started.")
-        status = LocalJobStatus(
+            return JobStatus("Failed", reason="The job folder has no state: the job never started.")
+        status = JobStatus(
             state=state["state"],
             reason=state.get("reason", ""),
             exit_code=state.get("exit_code"),
@@ -81,7 +66,7 @@ class LocalJobRunner:
             finished=state.get("finished"),
         )
         if status.state == "Running" and not _alive(state["pid"]):
-            return LocalJobStatus(
+            return JobStatus(
                 "Failed",
                 reason="The job's supervisor vanished (the machine restarted, or it was killed). "
                 f"Last lines:\n{tail(job_dir / LOG_DIR / MAIN_LOG)}",
@@ -90,7 +75,7 @@ class LocalJobRunner:
             )
         return status
 
-    def wait(self, job_dir: Path, timeout: float = 60, poll: float = 0.1) -> LocalJobStatus:
+    def wait(self, job_dir: Path, timeout: float = 60, poll: float = 0.1) -> JobStatus:
         deadline = time.monotonic() + timeout
         while True:
             status = self.status(job_dir)

@@ -15,10 +15,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
 from ..errors import Conflict, NotFound
+from ..jobs.status import ACTIVE_STATES, STATES
 from .tables import JobRow
-
-ACTIVE_STATES = ("Pending", "Running")
-STATES = ("Pending", "Running", "Succeeded", "Failed", "Cancelled")
 
 
 @dataclass(frozen=True)
