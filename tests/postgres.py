@@ -108,21 +108,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process; a zombie (exited, not yet reaped) is not."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc: trust kill(0)
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _psycopg():
     """psycopg 3, imported only when a server is used, with an install hint."""
     try:

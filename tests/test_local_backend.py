@@ -103,3 +103,18 @@ async def test_frameworks_that_cannot_run_here_start_nothing(store, tmp_path, mo
     with pytest.raises(InvalidInput, match="mpirun is not installed"):
         await backend.submit(spec)
     assert not (Path(spec.job_dir) / "state.json").exists()  # no process was started
+
+
+def test_the_backend_interface_is_enforced():
+    from jupyter_kubeai.backends.base import JobBackend
+
+    with pytest.raises(TypeError, match="abstract"):
+        JobBackend()
+
+    class Incomplete(JobBackend):
+        async def submit(self, spec):
+            pass
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete()
+    assert isinstance(LocalBackend(), JobBackend)

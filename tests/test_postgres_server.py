@@ -11,7 +11,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from postgres import PostgresNotInstalled, PostgresServer, find_bin_dir, pid_alive
+from jupyter_kubeai.jobs.local import pid_alive
+
+from postgres import PostgresNotInstalled, PostgresServer, find_bin_dir
 
 # The fixtures (postgres_server, postgres_url, postgres_db) come from
 # tests/postgres.py, registered once as a plugin by conftest.py.

@@ -8,37 +8,44 @@ what the backend sees, at start (re-attach) and whenever asked.
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
+
 from traitlets.config import LoggingConfigurable
+from traitlets.traitlets import MetaHasTraits
 
 from ..jobs.spec import JobSpec
 from ..jobs.status import JobStatus
 from ..store.jobs import JobRecord, JobStore
 
 
-class JobBackend(LoggingConfigurable):
-    """Base class: every method documents its contract; subclasses do the I/O."""
+class _BackendMeta(ABCMeta, MetaHasTraits):
+    """Configurable and abstract: a backend missing a method cannot be created."""
+
+
+class JobBackend(LoggingConfigurable, metaclass=_BackendMeta):
+    """The interface: every method documents its contract; subclasses do the I/O."""
 
     name = "base"
 
+    @abstractmethod
     async def submit(self, spec: JobSpec) -> None:
         """Start the job. Raise InvalidInput (nothing started) if it cannot run here."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def status(self, record: JobRecord) -> JobStatus:
         """What the job is doing now. A job the backend lost is Failed, with the reason."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def cancel(self, record: JobRecord) -> bool:
         """Stop every process/pod of the job; False if it was not running."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def replicas(self, record: JobRecord) -> list[str]:
         """The names whose logs :meth:`logs` can give (e.g. ``main``, ``rank-0``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def logs(self, record: JobRecord, replica: str) -> str:
         """One replica's log so far."""
-        raise NotImplementedError
 
 
 async def reconcile(store: JobStore, backend: JobBackend) -> list[JobRecord]:

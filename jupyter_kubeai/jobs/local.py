@@ -21,19 +21,19 @@ from .status import JobStatus
 from .supervise import LOG_DIR, MAIN_LOG, STATE_FILE, tail
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process; a zombie (exited, not yet reaped) is not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # A zombie is not alive: it only waits for its parent to read its exit.
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: trust kill(0)
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class LocalJobRunner:
@@ -65,7 +65,7 @@ class LocalJobRunner:
             started=state.get("started"),
             finished=state.get("finished"),
         )
-        if status.state == "Running" and not _alive(state["pid"]):
+        if status.state == "Running" and not pid_alive(state["pid"]):
             return JobStatus(
                 "Failed",
                 reason="The job's supervisor vanished (the machine restarted, or it was killed). "
