@@ -5,7 +5,7 @@ from processes import free_port
 
 # Fixtures as plugins: a real, throwaway PostgreSQL server for the store tests
 # (tests/postgres.py) and an HTTP-level fake Kubernetes API (tests/kubefake.py).
-pytest_plugins = ["postgres", "kubefake"]
+pytest_plugins = ["postgres", "kubefake", "serviceapp"]
 
 
 @pytest.fixture

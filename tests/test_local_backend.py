@@ -1,4 +1,4 @@
-"""LocalBackend and reconcile: records follow what really runs, across service restarts."""
+"""LocalBackend and JobManager.reconcile: records follow what really runs, across service restarts."""
 
 import json
 import os
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_kubeai.backends.base import reconcile
 from jupyter_kubeai.backends.local import LocalBackend
 from jupyter_kubeai.catalog.access import Catalog, select, user_view
 from jupyter_kubeai.catalog.model import image_from_dict, profile_from_dict
 from jupyter_kubeai.errors import InvalidInput, NotFound
 from jupyter_kubeai.jobs.spec import JobSpec
+from jupyter_kubeai.service.jobs import JobManager
 from jupyter_kubeai.store.jobs import JobRecord, JobStore
 from jupyter_kubeai.store.schema import open_engine, upgrade
 
@@ -42,7 +42,7 @@ def submit(store, backend, tmp_path, job_id, body, framework="single"):
 async def wait_state(store, backend, job_id, states, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        await reconcile(store, backend)
+        await JobManager(store, backend, catalog=None).reconcile()
         record = store.get(job_id)
         if record.state in states:
             return record
@@ -58,6 +58,8 @@ async def test_submit_run_and_read_logs(store, tmp_path):
     assert record.state == "Succeeded" and record.finished
     assert await backend.replicas(record) == ["main"]
     assert "epochs 3 vision" in await backend.logs(record, "main")
+    assert [e.reason for e in await backend.events(record)] == ["Submitted", "Started", "Succeeded"]
+    assert "".join([c async for c in backend.follow_logs(record, "main")]) == await backend.logs(record, "main")
     with pytest.raises(NotFound):
         await backend.logs(record, "rank-7")
 

@@ -135,7 +135,10 @@ def test_local_commands_per_framework(monkeypatch):
     from jupyter_kubeai.errors import InvalidInput
     from jupyter_kubeai.jobs import local_commands
 
-    assert local_commands.local_command(spec_for("single"), python="py") == ["py", "-u", "main.py"]
+    assert local_commands.local_command(spec_for("single"), python="py") == ["py", "-u", "/tmp/j/main.py"]
+    # A resubmitted job runs its original's snapshot.
+    again = spec_for("single", snapshot_dir="/tmp/first")
+    assert local_commands.local_command(again, python="py") == ["py", "-u", "/tmp/first/main.py"]
     torchrun = local_commands.local_command(spec_for("pytorch", workers=2, procs_per_worker=2), python="py")
     assert torchrun[:3] == ["py", "-m", "torch.distributed.run"] and "--nproc_per_node=4" in torchrun
     # TensorFlow and MPI are refused with a message where they are not installed, never faked.

@@ -2,20 +2,23 @@
 
 A backend starts, observes and stops jobs; it keeps no records of its own
 (the :class:`~jupyter_kubeai.store.jobs.JobStore` does). The service picks
-one by a ``Type`` trait; :func:`reconcile` brings the records in line with
-what the backend sees, at start (re-attach) and whenever asked.
+one by a ``Type`` trait (``KubeAIService.backend_class``); its
+``JobManager`` brings the records in line with what the backend sees, at
+start (re-attach) and every few seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABCMeta, abstractmethod
+from collections.abc import AsyncIterator
 
 from traitlets.config import LoggingConfigurable
 from traitlets.traitlets import MetaHasTraits
 
 from ..jobs.spec import JobSpec
-from ..jobs.status import JobStatus
-from ..store.jobs import JobRecord, JobStore
+from ..jobs.status import JobEvent, JobStatus
+from ..store.jobs import JobRecord
 
 
 class _BackendMeta(ABCMeta, MetaHasTraits):
@@ -27,9 +30,23 @@ class JobBackend(LoggingConfigurable, metaclass=_BackendMeta):
 
     name = "base"
 
+    async def start(self) -> None:
+        """Called once when the service starts (open connections, start watches)."""
+
+    async def stop(self) -> None:
+        """Called once when the service stops."""
+
     @abstractmethod
-    async def submit(self, spec: JobSpec) -> None:
-        """Start the job. Raise InvalidInput (nothing started) if it cannot run here."""
+    def job_dir(self, owner: str, job_id: str) -> str:
+        """The job folder (``<home>/.kubeai/jobs/<job_id>``) as the job's processes or pods see it."""
+
+    @abstractmethod
+    async def submit(self, spec: JobSpec) -> dict:
+        """Start the job. Raise InvalidInput (nothing started) if it cannot run here.
+
+        Returns what the backend needs to find the job again (e.g. the kind
+        it was created as); it is kept in the record's ``spec["backend"]``.
+        """
 
     @abstractmethod
     async def status(self, record: JobRecord) -> JobStatus:
@@ -45,22 +62,29 @@ class JobBackend(LoggingConfigurable, metaclass=_BackendMeta):
 
     @abstractmethod
     async def logs(self, record: JobRecord, replica: str) -> str:
-        """One replica's log so far."""
+        """One replica's log so far (NotFound for a replica the job does not have)."""
 
+    @abstractmethod
+    async def events(self, record: JobRecord) -> list[JobEvent]:
+        """What happened to the job, oldest first (scheduling problems included)."""
 
-async def reconcile(store: JobStore, backend: JobBackend) -> list[JobRecord]:
-    """Bring every active record in line with the backend; returns the records that changed.
+    async def cleanup(self, record: JobRecord) -> None:
+        """Remove what is left of a finished job (its record is being deleted). Files stay."""
 
-    Run at the service's start: running jobs are picked up again, and jobs
-    that vanished while the service was away end Failed with the reason.
-    """
-    changed = []
-    for record in store.active():
-        if record.backend != backend.name:
-            continue
-        status = await backend.status(record)
-        if status.state != record.state:
-            changed.append(
-                store.set_state(record.job_id, status.state, status.reason, started=status.started, finished=status.finished)
-            )
-    return changed
+    async def follow_logs(self, record: JobRecord, replica: str, poll: float = 0.5) -> AsyncIterator[str]:
+        """One replica's log, then what it adds, until the job has ended.
+
+        This default polls :meth:`logs`; a backend with a native follow
+        (Kubernetes) overrides it.
+        """
+        sent = 0
+        while True:
+            active = (await self.status(record)).active
+            text = await self.logs(record, replica)
+            if len(text) > sent:
+                yield text[sent:]
+                sent = len(text)
+            if not active:
+                return
+            await asyncio.sleep(poll)
+

@@ -31,7 +31,7 @@ def local_command(spec: JobSpec, python: str = sys.executable) -> list[str]:
     """The command line for ``spec`` (run in its job folder), or InvalidInput."""
     ranks = spec.workers * spec.procs_per_worker
     if spec.framework == "single":
-        return [python, "-u", spec.entrypoint]
+        return [python, "-u", spec.script]
     if spec.framework == "pytorch":
         if importlib.util.find_spec("torch") is None:
             raise InvalidInput("PyTorch is not installed in this environment: install torch, or pick another framework.")
@@ -40,7 +40,7 @@ def local_command(spec: JobSpec, python: str = sys.executable) -> list[str]:
             "--nnodes=1", f"--nproc_per_node={ranks}",
             "--master_addr=127.0.0.1", f"--master_port={free_port()}",
             f"--log_dir={RANK_LOG_DIR}", "--redirects=3", "--tee=3",
-            spec.entrypoint,
+            spec.script,
         ]
     if spec.framework == "tensorflow":
         if importlib.util.find_spec("tensorflow") is None:
@@ -53,5 +53,5 @@ def local_command(spec: JobSpec, python: str = sys.executable) -> list[str]:
         mpirun = shutil.which("mpirun")
         if mpirun is None:
             raise InvalidInput("mpirun is not installed here, so a Horovod/MPI job cannot run in local mode. Install Open MPI, or submit it on a cluster.")
-        return [mpirun, "--allow-run-as-root", "-np", str(ranks), "--bind-to", "none", python, "-u", spec.entrypoint]
+        return [mpirun, "--allow-run-as-root", "-np", str(ranks), "--bind-to", "none", python, "-u", spec.script]
     raise InvalidInput(f"Unknown framework {spec.framework!r}.")

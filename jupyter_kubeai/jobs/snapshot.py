@@ -27,6 +27,8 @@ PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"
 SKIP_TAG = "skip"
 
+#: Where job folders live, relative to the owner's home: ``<home>/.kubeai/jobs/<job-id>/``.
+JOBS_FOLDER = ".kubeai/jobs"
 NOTEBOOK_FILE = "notebook.ipynb"
 SCRIPT_FILE = "main.py"
 PARAMETERS_FILE = "parameters.json"

@@ -43,7 +43,8 @@ class JobSpec:
     framework: str
     selection: Selection  # size, image and GPUs of each worker
     job_dir: str  # the job folder as mounted in the pods
-    entrypoint: str = "main.py"  # the converted script, relative to job_dir
+    entrypoint: str = "main.py"  # the converted script, relative to the snapshot folder
+    snapshot_dir: str = ""  # the folder holding the snapshot; "" = job_dir (a resubmission reuses its original's)
     workers: int = 1  # pods running the training (PyTorch: the master is one of them)
     parameter_servers: int = 0  # TensorFlow only
     procs_per_worker: int = 1
@@ -54,7 +55,7 @@ class JobSpec:
 
     @property
     def script(self) -> str:
-        return f"{self.job_dir.rstrip('/')}/{self.entrypoint}"
+        return f"{(self.snapshot_dir or self.job_dir).rstrip('/')}/{self.entrypoint}"
 
     @property
     def total_gpus(self) -> int:

@@ -20,3 +20,17 @@ class JobStatus:
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """Something that happened to a job, worth showing (e.g. ``Unschedulable``)."""
+
+    time: float  # seconds since the epoch
+    type: str  # "Normal" or "Warning", as in Kubernetes events
+    reason: str  # one CamelCase word: Created, Started, Unschedulable, Failed, ...
+    message: str
+    source: str = ""  # the replica or object it is about ("" for the job)
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)

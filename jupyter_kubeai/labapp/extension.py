@@ -4,7 +4,8 @@ The browser talks only to its own Jupyter server (Jupyter auth and XSRF);
 this extension forwards ``/kubeai/api/<path>`` to
 ``$KUBEAI_SERVICE_URL/api/<path>`` with ``Authorization: token
 $JUPYTERHUB_API_TOKEN`` — the user's own hub token, never another identity.
-The browser's cookies and credentials are never passed on.
+The browser's cookies and credentials are never passed on. Job snapshots
+are written here, in the user's home (:mod:`.jobs`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from traitlets import Float, Unicode, default
 
 from ..spawnerbase import ENV_SERVICE_URL
 from .handlers import ServiceProxyHandler
+from .jobs import JobFilesHandler, JobMetricsHandler, SubmitJobHandler
 
 
 class KubeAIServerExtension(ExtensionApp):
@@ -48,4 +50,9 @@ class KubeAIServerExtension(ExtensionApp):
         return os.environ.get("JUPYTERHUB_API_TOKEN", "")
 
     def initialize_handlers(self):
-        self.handlers.extend([(r"/kubeai/api/(.*)", ServiceProxyHandler)])
+        self.handlers.extend([
+            (r"/kubeai/api/(.*)", ServiceProxyHandler),
+            (r"/kubeai/jobs", SubmitJobHandler),
+            (r"/kubeai/jobs/([^/]+)/metrics", JobMetricsHandler),
+            (r"/kubeai/jobs/([^/]+)/files", JobFilesHandler),
+        ])

@@ -30,8 +30,8 @@ def checked_api_path(path: str) -> str:
     return path
 
 
-class ServiceProxyHandler(ExtensionHandlerMixin, APIHandler):
-    """Forward ``/kubeai/api/<path>`` to the hub service as the user."""
+class ServiceHandler(ExtensionHandlerMixin, APIHandler):
+    """Base of the extension's handlers: JSON errors, and calls to the hub service as the user."""
 
     def write_error(self, status_code, **kwargs):
         # JSON with "message" and "reason", like the hub service's errors.
@@ -65,6 +65,38 @@ class ServiceProxyHandler(ExtensionHandlerMixin, APIHandler):
         if query:
             url += "?" + urlencode([(k, v.decode()) for k, vs in query.items() for v in vs])
         return url
+
+    def _unreachable(self, e: Exception) -> web.HTTPError:
+        error = web.HTTPError(
+            502,
+            f"The KubeAI service at {self.extensionapp.service_url} is unreachable ({e}). "
+            "It may be restarting; try again in a moment, or ask a hub admin to check it.",
+        )
+        error.kubeai_reason = "service_unreachable"
+        return error
+
+    async def call_service(self, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
+        """One JSON call to the hub service as the user: (status, decoded answer)."""
+        url = self._target_url(path)
+        request = HTTPRequest(
+            url, method=method, body=None if body is None else json.dumps(body),
+            headers={"Authorization": f"token {self.extensionapp.hub_api_token}", "Content-Type": "application/json"},
+            follow_redirects=False, connect_timeout=10, request_timeout=self.extensionapp.request_timeout,
+        )
+        try:
+            response = await AsyncHTTPClient().fetch(request, raise_error=False)
+        except (HTTPClientError, OSError) as e:
+            raise self._unreachable(e) from e
+        if response.code == 599:
+            raise self._unreachable(response.error)
+        try:
+            return response.code, json.loads(response.body or b"null")
+        except ValueError:
+            return response.code, {"message": response.body.decode(errors="replace")[:500], "reason": "service"}
+
+
+class ServiceProxyHandler(ServiceHandler):
+    """Forward ``/kubeai/api/<path>`` to the hub service as the user."""
 
     async def _forward(self, path: str) -> None:
         url = self._target_url(path)
@@ -101,7 +133,8 @@ class ServiceProxyHandler(ExtensionHandlerMixin, APIHandler):
             allow_nonstandard_methods=True,
             follow_redirects=False,
             connect_timeout=10,
-            request_timeout=self.extensionapp.request_timeout,
+            # A followed log streams as long as the job runs: no overall limit.
+            request_timeout=0 if self.get_argument("follow", "0") not in ("0", "") else self.extensionapp.request_timeout,
             header_callback=on_header,
             streaming_callback=on_chunk,
         )
@@ -114,13 +147,7 @@ class ServiceProxyHandler(ExtensionHandlerMixin, APIHandler):
                 self.finish()
                 return
             self.clear_header("Content-Type")
-            error = web.HTTPError(
-                502,
-                f"The KubeAI service at {self.extensionapp.service_url} is unreachable ({e}). "
-                "It may be restarting; try again in a moment, or ask a hub admin to check it.",
-            )
-            error.kubeai_reason = "service_unreachable"
-            raise error from e
+            raise self._unreachable(e) from e
         self.finish()
 
     @web.authenticated

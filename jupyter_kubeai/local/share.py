@@ -29,6 +29,11 @@ from ..naming import GLOBAL_SUBPATH, project_subpath, slug, user_subpath
 log = logging.getLogger(__name__)
 
 
+def default_share_root() -> str:
+    """``$KUBEAI_STATE_DIR/share``: where the local spawner and backend find the share."""
+    return os.path.join(os.environ.get("KUBEAI_STATE_DIR", ".kubeai"), "share")
+
+
 @dataclass(frozen=True)
 class UserFolders:
     """Where a user's volumes are on the local share."""

@@ -29,7 +29,7 @@ from ..catalog.model import quantity_value
 from ..errors import InvalidInput
 from ..naming import slug
 from ..spawnerbase import KubeAISpawnerMixin
-from .share import LocalShare
+from .share import LocalShare, default_share_root
 
 
 def count_local_gpus() -> int:
@@ -59,7 +59,7 @@ class LocalKubeAISpawner(KubeAISpawnerMixin, SimpleLocalProcessSpawner):
 
     @default("share_root")
     def _default_share_root(self):
-        return os.path.join(os.environ.get("KUBEAI_STATE_DIR", ".kubeai"), "share")
+        return default_share_root()
 
     image_environments = Dict(
         key_trait=Unicode(),

@@ -22,12 +22,14 @@ import yaml
 from jupyterhub.services.auth import HubOAuth
 from tornado import web
 from tornado.httpserver import HTTPServer
-from traitlets import Dict, Float, Integer, Unicode, default, validate
+from traitlets import Dict, Float, Instance, Integer, Type, Unicode, default, validate
 from traitlets.config import Application
 
 from .. import __version__
+from ..backends.base import JobBackend
 from ..store import default_db_url
 from ..store.catalog import CatalogStore
+from ..store.jobs import JobStore
 from ..store.schema import open_engine, upgrade
 from .admin_page import AdminPageHandler
 from .catalog_handlers import (
@@ -38,11 +40,23 @@ from .catalog_handlers import (
 )
 from .handlers import HealthHandler, HomeHandler, MeHandler, NotFoundHandler, OAuthCallbackHandler, OpenAPIHandler
 from .identity import HubDirectory
+from .job_handlers import (
+    JobCancelHandler,
+    JobEntryHandler,
+    JobEventsHandler,
+    JobLogHandler,
+    JobReplicasHandler,
+    JobResubmitHandler,
+    JobsHandler,
+)
+from .jobs import JobManager
 
 #: Path parameters of the routes: name -> the regex it matches (one place).
 PATH_PARAMETERS = {
     "collection": "images|profiles|image-rules",
     "name": "[a-z0-9-]+",
+    "job_id": "[a-z0-9-]+",
+    "replica": "[A-Za-z0-9_.-]+",
 }
 
 
@@ -185,12 +199,82 @@ class KubeAIService(Application):
             raise ValueError(f"initial_catalog has unknown keys {sorted(unknown)}; use images, profiles, image_rules")
         return proposal.value
 
+    backend_class = Type(
+        klass=JobBackend,
+        config=True,
+        help="""The job backend (a ``jupyter_kubeai.backends.base.JobBackend``).
+
+        Default by ``mode``: ``jupyter_kubeai.backends.local.LocalBackend``
+        (process groups on this machine) or
+        ``jupyter_kubeai.backends.kubernetes.KubernetesBackend`` (Kubeflow
+        training objects). Configure it as ``c.LocalBackend...`` /
+        ``c.KubernetesBackend...``.
+        """,
+    )
+
+    @default("backend_class")
+    def _default_backend_class(self):
+        if self.mode == "kubernetes":
+            from ..backends.kubernetes import KubernetesBackend
+
+            return KubernetesBackend
+        from ..backends.local import LocalBackend
+
+        return LocalBackend
+
+    backend = Instance(JobBackend, help="The running job backend (made from ``backend_class``).")
+
+    @default("backend")
+    def _default_backend(self):
+        return self.backend_class(parent=self)
+
+    project_gpu_quota = Dict(
+        value_trait=Integer(),
+        config=True,
+        help="""Max GPUs each project's running and pending jobs may hold together.
+
+        ``{"vision": 8, "*": 4}``: project ``vision`` 8, every other project
+        4. A project with no entry (and no ``*``) has no limit. A submission
+        over the quota is refused with 403 and what is holding the GPUs.
+        """,
+    )
+
+    personal_gpu_quota = Integer(
+        -1,
+        config=True,
+        help="""Max GPUs one user's personal jobs (submitted under no project) may hold together; -1: no limit.""",
+    )
+
+    reconcile_interval = Float(
+        2.0,
+        config=True,
+        help="""Seconds between refreshes of every active job's state from the backend.
+
+        Lists are served from the store, so a job's new state shows within
+        this time (a single job's page refreshes at once). At start, every
+        job the store thinks is active is re-checked: running jobs are
+        picked up again, vanished ones end Failed with the reason.
+        """,
+    )
+
     @cached_property
-    def catalog_store(self) -> CatalogStore:
-        """The catalog in the SQL store, migrated and seeded on first use."""
+    def engine(self):
+        """The SQL engine, the schema migrated (Alembic) on first use."""
         engine = open_engine(self.db_url)
         upgrade(engine)
-        store = CatalogStore(engine)
+        return engine
+
+    @cached_property
+    def job_manager(self) -> JobManager:
+        return JobManager(
+            JobStore(self.engine), self.backend, self.catalog_store,
+            project_gpu_quota=self.project_gpu_quota, personal_gpu_quota=self.personal_gpu_quota,
+        )
+
+    @cached_property
+    def catalog_store(self) -> CatalogStore:
+        """The catalog in the SQL store, seeded on first use."""
+        store = CatalogStore(self.engine)
         if store.seed(
             images=self.initial_catalog.get("images", ()),
             profiles=self.initial_catalog.get("profiles", ()),
@@ -229,6 +313,13 @@ class KubeAIService(Application):
             ("api/admin/catalog", AdminCatalogHandler),
             ("api/admin/{collection}", AdminCollectionHandler),
             ("api/admin/{collection}/{name}", AdminEntryHandler),
+            ("api/jobs", JobsHandler),
+            ("api/jobs/{job_id}", JobEntryHandler),
+            ("api/jobs/{job_id}/cancel", JobCancelHandler),
+            ("api/jobs/{job_id}/resubmit", JobResubmitHandler),
+            ("api/jobs/{job_id}/events", JobEventsHandler),
+            ("api/jobs/{job_id}/logs", JobReplicasHandler),
+            ("api/jobs/{job_id}/logs/{replica}", JobLogHandler),
             ("oauth_callback", OAuthCallbackHandler),
         ]
 
@@ -254,6 +345,10 @@ class KubeAIService(Application):
     async def serve(self) -> None:
         """Listen until SIGTERM or SIGINT, then stop accepting and return."""
         self.catalog_store  # migrate and seed before the first request
+        await self.backend.start()
+        changed = await self.job_manager.reconcile()  # re-attach, and mark vanished jobs
+        self.log.info("Jobs re-checked at start: %d changed state", len(changed))
+        reconciler = asyncio.create_task(self.job_manager.reconcile_forever(self.reconcile_interval))
         server = HTTPServer(self.make_app(), xheaders=True)
         server.listen(self.port, self.ip)
         self.log.info("kubeai service %s (%s mode) at http://%s:%s%s", __version__, self.mode, self.ip, self.port, self.service_prefix)
@@ -264,7 +359,9 @@ class KubeAIService(Application):
         await stop.wait()
         self.log.info("kubeai service stopping")
         server.stop()
+        reconciler.cancel()
         await server.close_all_connections()
+        await self.backend.stop()
 
     def start(self) -> None:
         asyncio.run(self.serve())

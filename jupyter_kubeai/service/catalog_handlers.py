@@ -8,12 +8,10 @@ and PUT back.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 from ..catalog.access import CUSTOM_IMAGE, IMAGE, PROFILE, user_view
 from ..catalog.model import image_from_dict, image_rule_from_dict, profile_from_dict, to_dict
-from ..errors import InvalidInput
 from .handlers import BaseHandler
 
 #: URL segment -> (store kind, parser)
@@ -57,15 +55,6 @@ class AdminHandler(BaseHandler):
     """Base of the admin routes: hub admins only."""
 
     admin_only = True
-
-    def json_body(self) -> dict:
-        try:
-            body = json.loads(self.request.body or b"null")
-        except json.JSONDecodeError as e:
-            raise InvalidInput(f"The request body is not valid JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise InvalidInput("The request body must be a JSON object.")
-        return body
 
 
 class AdminCatalogHandler(AdminHandler):

@@ -16,7 +16,7 @@ from tornado import web
 
 from .. import __version__
 from ..catalog.access import CUSTOM_IMAGE, IMAGE, PROFILE, Catalog
-from ..errors import Forbidden, KubeAIError, NotAuthenticated, NotFound, Unavailable, http_status
+from ..errors import Forbidden, InvalidInput, KubeAIError, NotAuthenticated, NotFound, Unavailable, http_status
 from .identity import Identity
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,16 @@ class BaseHandler(_SettingsHubAuth, HubOAuthenticated, web.RequestHandler):
 
     def get_current_user(self):
         return self.identity
+
+    def json_body(self) -> dict:
+        """The request's JSON object (an empty body is ``{}``), or 400."""
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InvalidInput(f"The request body is not valid JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise InvalidInput("The request body must be a JSON object.")
+        return body
 
     def write_json(self, data, status: int = 200) -> None:
         self.set_status(status)

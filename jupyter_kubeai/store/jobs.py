@@ -85,13 +85,37 @@ class JobStore:
         with self.sessions() as session:
             return [_record(r) for r in session.scalars(select(JobRow).where(JobRow.state.in_(ACTIVE_STATES)))]
 
-    def project_gpus_in_use(self, project: str) -> int:
-        """GPUs held by the project's active jobs (for its quota)."""
+    def project_gpus_in_use(self, project: str | None, owner: str | None = None) -> int:
+        """GPUs held by the project's active jobs (for its quota).
+
+        ``project=None`` counts personal jobs, of ``owner`` alone if given.
+        """
+        where = [JobRow.state.in_(ACTIVE_STATES)]
+        where.append(JobRow.project.is_(None) if project is None else JobRow.project == project)
+        if owner is not None:
+            where.append(JobRow.owner == owner)
         with self.sessions() as session:
-            query = select(func.coalesce(func.sum(JobRow.gpus), 0)).where(
-                JobRow.project == project, JobRow.state.in_(ACTIVE_STATES)
-            )
-            return int(session.scalar(query))
+            return int(session.scalar(select(func.coalesce(func.sum(JobRow.gpus), 0)).where(*where)))
+
+    def count(self) -> int:
+        with self.sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(JobRow)))
+
+    def attach(self, job_id: str, details: dict) -> JobRecord:
+        """Keep what the backend needs to find the job again (``spec["backend"]``)."""
+        with self.sessions.begin() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise NotFound(f"There is no job {job_id!r}.")
+            row.spec = {**row.spec, "backend": details}
+            return _record(row)
+
+    def discard(self, job_id: str) -> None:
+        """Remove the record of a submission that never started (its backend refused it)."""
+        with self.sessions.begin() as session:
+            row = session.get(JobRow, job_id)
+            if row is not None:
+                session.delete(row)
 
     def set_state(self, job_id: str, state: str, reason: str = "", *, started: float | None = None,
                   finished: float | None = None) -> JobRecord:

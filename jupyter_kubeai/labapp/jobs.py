@@ -1,0 +1,110 @@
+"""The lab side of jobs: the snapshot is written here, in the user's own home.
+
+- ``POST /kubeai/jobs``: snapshot the notebook as the editor has it
+  (``content``; or, from the file browser, the saved file at
+  ``notebook_path``) into ``.kubeai/jobs/<job-id>/``, then submit it to
+  the hub service as the user. A refused submission's folder is removed.
+- ``GET /kubeai/jobs/<job-id>/metrics``: what the job logged with
+  ``jupyter_kubeai.log_metric`` (the job folder is on the user's volume,
+  which the hub service does not mount).
+- ``GET /kubeai/jobs/<job-id>/files``: the job folder's files, openable in Lab.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from jupyter_core.utils import ensure_async
+from tornado import web
+
+from ..errors import InvalidInput, KubeAIError
+from ..jobs.metrics import METRICS_FILE, read_metrics
+from ..jobs.snapshot import JOBS_FOLDER
+from ..jobs.submission import finish_submission, job_folder, prepare_submission
+from .handlers import ServiceHandler
+
+MAX_FILES = 1000
+
+
+def _http_error(error: KubeAIError) -> web.HTTPError:
+    http = web.HTTPError(error.status, error.message.replace("%", "%%"))
+    http.kubeai_reason = error.reason
+    return http
+
+
+class JobFolderHandler(ServiceHandler):
+    @property
+    def home(self) -> Path:
+        return Path(self.serverapp.root_dir).absolute()
+
+    def folder(self, job_id: str) -> Path:
+        try:
+            folder = job_folder(self.home, job_id)
+        except InvalidInput as e:
+            raise _http_error(e) from None
+        if not folder.is_dir():
+            raise web.HTTPError(404, f"There is no job folder {JOBS_FOLDER}/{job_id} in your home.")
+        return folder
+
+
+class SubmitJobHandler(JobFolderHandler):
+    """``POST /kubeai/jobs``: snapshot, then submit as the user."""
+
+    async def _notebook(self, path: str) -> dict:
+        if not path.endswith(".ipynb"):
+            raise web.HTTPError(400, f"{path!r} is not a notebook (.ipynb).")
+        try:
+            model = await ensure_async(self.contents_manager.get(path, content=True, type="notebook"))
+        except web.HTTPError as e:
+            raise web.HTTPError(e.status_code, f"Cannot read {path!r}: {e.log_message}") from None
+        return json.loads(json.dumps(model["content"]))
+
+    @web.authenticated
+    async def post(self):
+        body = self.get_json_body()
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, "The submission must be a JSON object.")
+        path = body.pop("notebook_path", "")
+        content = body.pop("content", None)
+        if not isinstance(path, str):
+            raise web.HTTPError(400, "notebook_path must be the notebook's path.")
+        if content is None:
+            content = await self._notebook(path)
+        try:
+            job_id, submission = prepare_submission(self.home, path, content, body)
+        except KubeAIError as e:
+            raise _http_error(e) from None
+        status = 502
+        answer: object = None
+        try:
+            status, answer = await self.call_service("POST", "jobs", submission)
+        finally:
+            finish_submission(self.home, job_id, status, answer)
+        self.set_status(status)
+        self.finish(json.dumps(answer))
+
+
+class JobMetricsHandler(JobFolderHandler):
+    @web.authenticated
+    async def get(self, job_id):
+        self.finish({"metrics": read_metrics(self.folder(job_id) / METRICS_FILE)})
+
+
+class JobFilesHandler(JobFolderHandler):
+    @web.authenticated
+    async def get(self, job_id):
+        folder = self.folder(job_id)
+        files = []
+        for path in sorted(folder.rglob("*")):
+            if len(files) >= MAX_FILES:
+                break
+            if path.is_file() and not path.name.startswith("."):
+                stat = path.stat()
+                files.append({
+                    "name": str(path.relative_to(folder)),
+                    "path": str(path.relative_to(self.home)),
+                    "size": stat.st_size,
+                    "modified": stat.st_mtime,
+                })
+        self.finish({"folder": str(folder.relative_to(self.home)), "files": files})

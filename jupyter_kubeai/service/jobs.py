@@ -1,0 +1,192 @@
+"""``JobManager``: the service's one way to submit, observe and stop jobs.
+
+It joins the records (:class:`~jupyter_kubeai.store.jobs.JobStore`), the
+backend that runs the jobs and the catalog, and decides who may do what:
+
+- a job is seen by its owner, the members of its project and hub admins;
+  anyone else gets 404, as if it did not exist;
+- only its owner (or an admin) cancels, deletes or resubmits it;
+- a submission is checked against the catalog, the owner's groups and the
+  project's GPU quota, then reserved (a Pending record) before the backend
+  starts it; if the backend refuses, the reservation is removed.
+  Checking the quota and reserving happen with no ``await`` between them,
+  so two submissions in this one-process service cannot both pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ..backends.base import JobBackend
+from ..catalog.access import user_view
+from ..errors import Forbidden, InvalidInput, NotFound
+from ..jobs.snapshot import JOBS_FOLDER
+from ..jobs.spec import JobSpec
+from ..jobs.status import JobStatus
+from ..jobs.submission import Submission, build_spec, new_job_id
+from ..store.catalog import CatalogStore
+from ..store.jobs import JobRecord, JobStore
+from .identity import Identity
+
+log = logging.getLogger(__name__)
+
+#: Fields of the stored submission shown at the top level of a job's JSON.
+SHOWN_FIELDS = ("name", "notebook", "workers", "parameter_servers", "procs_per_worker", "profile", "image",
+                "custom_image", "gpus", "parameters", "env")
+
+
+def job_json(record: JobRecord) -> dict:
+    """A job as the REST API shows it."""
+    out = record.to_json()
+    for name in SHOWN_FIELDS:
+        out[name] = record.spec.get(name)
+    out["total_gpus"] = record.gpus
+    out["folder"] = f"{JOBS_FOLDER}/{record.job_id}"
+    return out
+
+
+class JobManager:
+    def __init__(self, store: JobStore, backend: JobBackend, catalog: CatalogStore, *,
+                 project_gpu_quota: dict[str, int] | None = None, personal_gpu_quota: int = -1):
+        self.store = store
+        self.backend = backend
+        self.catalog = catalog
+        self.project_gpu_quota = dict(project_gpu_quota or {})
+        self.personal_gpu_quota = personal_gpu_quota
+
+    # --- who may see what -----------------------------------------------------------------
+
+    def visible(self, who: Identity, record: JobRecord) -> bool:
+        return who.admin or self.store.may_see(record, who.name, who.groups)
+
+    def get(self, who: Identity, job_id: str) -> JobRecord:
+        """The record, or 404 for a job the caller may not see (as for one that does not exist)."""
+        try:
+            record = self.store.get(job_id)
+        except NotFound:
+            record = None
+        if record is None or not self.visible(who, record):
+            raise NotFound(f"There is no job {job_id!r} that you can see.")
+        return record
+
+    def owned(self, who: Identity, job_id: str, action: str) -> JobRecord:
+        record = self.get(who, job_id)
+        if record.owner != who.name and not who.admin:
+            raise Forbidden(f"Only {record.owner} (who submitted it) or a hub admin may {action} job {job_id!r}.")
+        return record
+
+    # --- submitting ------------------------------------------------------------------------
+
+    def quota_for(self, project: str | None) -> int:
+        """Max concurrent GPUs: the project's (or ``*``), or the personal quota; -1 = no limit."""
+        if project is None:
+            return self.personal_gpu_quota
+        return int(self.project_gpu_quota.get(project, self.project_gpu_quota.get("*", -1)))
+
+    def check_quota(self, spec: JobSpec) -> None:
+        quota = self.quota_for(spec.project)
+        if quota < 0 or spec.total_gpus == 0:
+            return
+        owner = spec.owner if spec.project is None else None
+        held = self.store.project_gpus_in_use(spec.project, owner)
+        if held + spec.total_gpus > quota:
+            who = f"Project {spec.project!r}" if spec.project else "Your personal jobs"
+            raise Forbidden(
+                f"{who} may use {quota} GPU(s) at once: running and pending jobs hold {held}, and this job "
+                f"needs {spec.total_gpus} ({spec.workers} worker(s) x {spec.selection.gpus}). Wait for a job "
+                "to finish, use fewer workers or GPUs, or ask a hub admin for a larger quota.",
+                reason="quota",
+            )
+
+    async def submit(self, who: Identity, sub: Submission, *, snapshot_dir: str = "") -> JobRecord:
+        if who.kind != "user":
+            raise Forbidden("Jobs are submitted by users (with their own hub token), not by services.")
+        view = user_view(self.catalog.catalog(), who.groups)
+        job_dir = self.backend.job_dir(who.name, sub.job_id)
+        spec = build_spec(sub, who.name, who.groups, view, job_dir, snapshot_dir)
+        self.check_quota(spec)
+        selection = spec.selection
+        stored = {
+            **sub.to_json(),
+            "profile": selection.profile.name,
+            "image": selection.image_name,
+            "image_ref": selection.image_ref,
+            "gpus": selection.gpus,
+            "snapshot_dir": snapshot_dir or job_dir,
+        }
+        record = JobRecord(
+            job_id=spec.job_id, owner=who.name, project=spec.project, framework=spec.framework,
+            backend=self.backend.name, state="Pending", reason=selection.notice, job_dir=job_dir,
+            spec=stored, gpus=spec.total_gpus, created=time.time(),
+        )
+        self.store.add(record)  # the reservation: Conflict if the id is taken
+        try:
+            details = await self.backend.submit(spec)
+        except BaseException:
+            self.store.discard(spec.job_id)
+            raise
+        log.info("Job %s submitted by %s (%s, %d worker(s))", spec.job_id, who.name, spec.framework, spec.workers)
+        return self.store.attach(spec.job_id, details)
+
+    async def resubmit(self, who: Identity, job_id: str) -> JobRecord:
+        """The same notebook snapshot and choices again, as a new job (checked anew)."""
+        old = self.owned(who, job_id, "resubmit")
+        fields = {k: v for k, v in old.spec.items() if k in Submission.__dataclass_fields__}
+        sub = Submission(**{**fields, "job_id": new_job_id(old.spec.get("name") or old.job_id)})
+        return await self.submit(who, sub, snapshot_dir=old.spec.get("snapshot_dir") or old.job_dir)
+
+    # --- observing -------------------------------------------------------------------------
+
+    async def refresh(self, record: JobRecord) -> JobRecord:
+        """Ask the backend about an active job and keep what it says."""
+        if not record.active or record.backend != self.backend.name:
+            return record
+        try:
+            status: JobStatus = await self.backend.status(record)
+        except Exception:
+            log.exception("Could not get the status of job %s", record.job_id)
+            return record
+        if status.state == record.state and status.reason == record.reason:
+            if status.started and not record.started:
+                return self.store.set_state(record.job_id, status.state, status.reason, started=status.started)
+            return record
+        return self.store.set_state(record.job_id, status.state, status.reason,
+                                    started=status.started, finished=status.finished)
+
+    async def reconcile(self) -> list[JobRecord]:
+        """Refresh every active record: re-attach at start, and keep lists current."""
+        changed = []
+        for record in self.store.active():
+            new = await self.refresh(record)
+            if new != record:
+                changed.append(new)
+                log.info("Job %s: %s -> %s %s", record.job_id, record.state, new.state, new.reason[:200])
+        return changed
+
+    async def reconcile_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.reconcile()
+            except Exception:
+                log.exception("Reconciling jobs failed; trying again in %.0f s", interval)
+
+    # --- stopping --------------------------------------------------------------------------
+
+    async def cancel(self, who: Identity, job_id: str) -> JobRecord:
+        record = self.owned(who, job_id, "cancel")
+        if not record.active:
+            raise InvalidInput(f"Job {job_id!r} has already ended ({record.state}); nothing to cancel.")
+        await self.backend.cancel(record)
+        return self.store.set_state(job_id, "Cancelled", f"Cancelled by {who.name}.")
+
+    async def delete(self, who: Identity, job_id: str) -> None:
+        record = await self.refresh(self.owned(who, job_id, "delete"))
+        self.store.delete(job_id)  # Conflict while active
+        try:
+            await self.backend.cleanup(record)
+        except Exception:
+            log.exception("Cleaning up after job %s failed; its record is deleted", job_id)
+

@@ -1,0 +1,294 @@
+"""The jobs REST API of the hub service: real local jobs, validation, quotas, who may do what."""
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from serviceapp import PREFIX, call, make_service
+from tornado.httpclient import AsyncHTTPClient
+from traitlets.config import Config
+
+from jupyter_kubeai.backends.base import JobBackend
+from jupyter_kubeai.jobs.status import JobEvent, JobStatus
+from jupyter_kubeai.jobs.submission import new_job_id, prepare_job_folder
+
+NOTEBOOK = nbformat.v4.new_notebook(cells=[
+    nbformat.v4.new_code_cell("epochs = 1", metadata={"tags": ["parameters"]}),
+    nbformat.v4.new_code_cell("import os\nprint('training', epochs, os.environ.get('KUBEAI_PROJECT'), flush=True)"),
+])
+
+
+class InMemoryBackend(JobBackend):
+    """Runs nothing: for the service's own rules (quota, who may), where no process matters."""
+
+    name = "local"
+    jobs: dict = {}
+
+    def job_dir(self, owner, job_id):
+        return f"/home/{owner}/.kubeai/jobs/{job_id}"
+
+    async def submit(self, spec):
+        if spec.env and dict(spec.env).get("REFUSE"):
+            raise RuntimeError("the backend broke")
+        self.jobs[spec.job_id] = "Running"
+        return {"fake": True}
+
+    async def status(self, record):
+        return JobStatus(self.jobs.get(record.job_id, "Failed"))
+
+    async def cancel(self, record):
+        self.jobs[record.job_id] = "Cancelled"
+        return True
+
+    async def replicas(self, record):
+        return ["main"]
+
+    async def logs(self, record, replica):
+        return ""
+
+    async def events(self, record):
+        return [JobEvent(record.created, "Normal", "Submitted", "ok")]
+
+
+@pytest.fixture
+def share(tmp_path):
+    return tmp_path / "share"
+
+
+@pytest.fixture
+async def api(hub, serve, service, share, tmp_path):
+    """The service (after the ``service`` fixture set the hub environment) with local jobs in ``share``."""
+    config = Config({"LocalBackend": {"share_root": str(share), "local_gpus": 0}})
+    app = make_service(tmp_path, config=config, reconcile_interval=0.2)
+    return app, serve(app.make_app()) + PREFIX
+
+
+@pytest.fixture
+async def fake_api(hub, serve, service, tmp_path):
+    InMemoryBackend.jobs = {}
+    app = make_service(tmp_path, backend_class=InMemoryBackend, project_gpu_quota={"vision": 2}, personal_gpu_quota=1)
+    return app, serve(app.make_app()) + PREFIX
+
+
+def snapshot(share: Path, user: str, name: str = "train", nb=NOTEBOOK, parameters=None) -> str:
+    job_id = new_job_id(name)
+    prepare_job_folder(share / "users" / user, job_id, nb, parameters or {}, f"{name}.ipynb")
+    return job_id
+
+
+async def post(url, token, body):
+    return await call(url, token, method="POST", body=json.dumps(body))
+
+
+async def wait_for(url, token, states, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code, job = await call(url, token)
+        assert code == 200, job
+        if job["state"] in states:
+            return job
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"job stayed {job['state']}")
+
+
+async def test_submit_run_list_logs_and_events(api, share):
+    app, url = api
+    job_id = snapshot(share, "alice", parameters={"epochs": 3})
+    code, job = await post(url + "api/jobs", "alice-token", {
+        "job_id": job_id, "name": "Train", "framework": "single", "project": "vision", "notebook": "train.ipynb",
+    })
+    assert code == 201, job
+    assert job["state"] == "Pending" and job["owner"] == "alice" and job["profile"] == "small"
+    assert job["image"] == "base" and job["folder"] == f".kubeai/jobs/{job_id}"
+    job = await wait_for(url + f"api/jobs/{job_id}", "alice-token", ("Succeeded", "Failed"))
+    assert job["state"] == "Succeeded", job["reason"]
+    code, listed = await call(url + "api/jobs?state=Succeeded", "alice-token")
+    assert [j["job_id"] for j in listed["jobs"]] == [job_id]
+    code, replicas = await call(url + f"api/jobs/{job_id}/logs", "alice-token")
+    assert replicas == {"replicas": ["main"]}
+    response = await AsyncHTTPClient().fetch(url + f"api/jobs/{job_id}/logs/main?follow=1",
+                                             headers={"Authorization": "token alice-token"})
+    assert "training 3 vision" in response.body.decode()
+    code, events = await call(url + f"api/jobs/{job_id}/events", "alice-token")
+    assert [e["reason"] for e in events["events"]] == ["Submitted", "Started", "Succeeded"]
+    # The record outlives the process; deleting it leaves the folder (the user's files).
+    assert (await call(url + f"api/jobs/{job_id}", "alice-token", method="DELETE"))[0] == 204
+    assert (await call(url + f"api/jobs/{job_id}", "alice-token"))[0] == 404
+    assert (share / "users/alice/.kubeai/jobs" / job_id / "logs/main.log").exists()
+
+
+async def test_followed_logs_stream_while_the_job_runs(api, share):
+    _, url = api
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import time\nfor i in range(3):\n    print('step', i, flush=True)\n    time.sleep(0.5)")])
+    job_id = snapshot(share, "alice", nb=nb)
+    assert (await post(url + "api/jobs", "alice-token", {"job_id": job_id, "name": "s", "framework": "single"}))[0] == 201
+    chunks = []
+    await AsyncHTTPClient().fetch(url + f"api/jobs/{job_id}/logs/main?follow=1", request_timeout=60,
+                                  headers={"Authorization": "token alice-token"},
+                                  streaming_callback=lambda c: chunks.append(c.decode()))
+    assert len(chunks) >= 2  # arrived while it ran, not in one piece at the end
+    assert "step 0" in "".join(chunks) and "step 2" in "".join(chunks)
+
+
+async def test_cancel_then_resubmit_runs_the_same_snapshot(api, share):
+    _, url = api
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os, time\nprint('run in', os.getcwd(), flush=True)\nif os.environ.get('WAIT'): time.sleep(600)")])
+    job_id = snapshot(share, "alice", nb=nb)
+    body = {"job_id": job_id, "name": "Long one", "framework": "single", "env": {"WAIT": "1"}}
+    assert (await post(url + "api/jobs", "alice-token", body))[0] == 201
+    await wait_for(url + f"api/jobs/{job_id}", "alice-token", ("Running",))
+    assert (await call(url + f"api/jobs/{job_id}", "alice-token", method="DELETE"))[0] == 409
+    code, job = await post(url + f"api/jobs/{job_id}/cancel", "alice-token", {})
+    assert (code, job["state"]) == (200, "Cancelled")
+    assert (await post(url + f"api/jobs/{job_id}/cancel", "alice-token", {}))[0] == 400
+    code, again = await post(url + f"api/jobs/{job_id}/resubmit", "alice-token", {})
+    assert code == 201 and again["job_id"] != job_id and again["job_id"].startswith("long-one-")
+    assert again["spec"]["snapshot_dir"] == job["job_dir"] and again["job_dir"] != job["job_dir"]
+    log = share / "users/alice/.kubeai/jobs" / again["job_id"] / "logs/main.log"
+    deadline = time.monotonic() + 30
+    while "run in" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    await post(url + f"api/jobs/{again['job_id']}/cancel", "alice-token", {})
+    assert f"run in {again['job_dir']}" in log.read_text()
+
+
+async def test_a_restarted_service_finds_running_and_vanished_jobs(api, share, serve, tmp_path):
+    app, url = api
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time\ntime.sleep(600)")])
+    running, vanished = snapshot(share, "alice", nb=nb), snapshot(share, "alice", nb=nb)
+    for job_id in (running, vanished):
+        assert (await post(url + "api/jobs", "alice-token", {"job_id": job_id, "name": "x", "framework": "single"}))[0] == 201
+        await wait_for(url + f"api/jobs/{job_id}", "alice-token", ("Running",))
+    # While the service is away, one job's processes are killed.
+    import os
+    import signal
+    state = json.loads((share / "users/alice/.kubeai/jobs" / vanished / "state.json").read_text())
+    os.killpg(state["pgid"], signal.SIGKILL)
+    os.kill(state["pid"], signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    again = make_service(tmp_path, config=app.config)
+    changed = await again.job_manager.reconcile()
+    assert [r.job_id for r in changed] == [vanished]
+    assert again.job_manager.store.get(vanished).state == "Failed"
+    assert "vanished" in again.job_manager.store.get(vanished).reason
+    assert again.job_manager.store.get(running).state == "Running"
+    await again.job_manager.cancel(await_identity("alice"), running)
+
+
+def await_identity(name, groups=("vision",), admin=False):
+    from jupyter_kubeai.service.identity import Identity
+
+    return Identity(name=name, groups=tuple(groups), admin=admin)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"framework": "caffe"}, "not one of pytorch, tensorflow, mpi, single"),
+        ({"workers": "2"}, "'workers' must be a whole number"),
+        ({"workers": True}, "'workers' must be a whole number"),
+        ({"workers": 0}, "Workers must be from 1 to 64"),
+        ({"shoe_size": 3}, "Unknown field(s) shoe_size"),
+        ({"project": "nlp"}, "You are not in project 'nlp'"),
+        ({"image": "nope"}, "Image 'nope' is not one you may use"),
+        ({"profile": "huge"}, "Size 'huge' is not one you may use"),
+        ({"profile": "gpu", "gpus": 3}, "allows 1 GPU(s), not 3"),
+        ({"custom_image": "evil/miner:1"}, "may not type an image of your own"),
+        ({"env": {"RANK": "3"}}, "set by the platform"),
+        ({"env": {"A": 1}}, "must be text"),
+        ({"parameter_servers": 1}, "Only TensorFlow jobs have parameter servers"),
+        ({"framework": "tensorflow", "parameter_servers": 0}, "needs 1 to 16 parameter servers"),
+        ({"name": ""}, "job name must be"),
+        ({"job_id": "Bad_ID"}, "is not valid"),
+        ({"profile": "gpu"}, "needs 1 GPU(s) but this machine has none"),
+    ],
+)
+async def test_bad_submissions_are_refused_and_leave_nothing(api, share, change, message):
+    app, url = api
+    job_id = snapshot(share, "alice")
+    body = {"job_id": job_id, "name": "t", "framework": "single", **change}
+    code, answer = await post(url + "api/jobs", "alice-token", body)
+    assert code == 400, answer
+    assert message in answer["message"]
+    assert app.job_manager.store.count() == 0
+
+
+async def test_a_missing_snapshot_or_a_taken_id_is_refused(api, share):
+    app, url = api
+    code, answer = await post(url + "api/jobs", "alice-token", {"job_id": "never-written", "name": "t", "framework": "single"})
+    assert code == 400 and "snapshot" in answer["message"] and app.job_manager.store.count() == 0
+    job_id = snapshot(share, "alice")
+    assert (await post(url + "api/jobs", "alice-token", {"job_id": job_id, "name": "t", "framework": "single"}))[0] == 201
+    code, answer = await post(url + "api/jobs", "alice-token", {"job_id": job_id, "name": "t", "framework": "single"})
+    assert code == 409 and "exists already" in answer["message"]
+
+
+async def test_bad_bodies_and_queries_are_400(api):
+    _, url = api
+    for body in (b"{", b"[1]"):
+        code, answer = await call(url + "api/jobs", "alice-token", method="POST", body=body)
+        assert code == 400 and "JSON" in answer["message"]
+    assert (await call(url + "api/jobs?state=Dancing", "alice-token"))[0] == 400
+    assert (await call(url + "api/jobs?limit=0", "alice-token"))[0] == 400
+    assert (await call(url + "api/jobs?project=nlp", "alice-token"))[0] == 404
+
+
+async def test_who_may_see_and_touch_a_job(fake_api, hub):
+    _, url = fake_api
+    hub.add_user("dave", token="dave-token")
+    mine = {"job_id": "alice-private", "name": "p", "framework": "single"}
+    shared = {"job_id": "alice-vision", "name": "v", "framework": "single", "project": "vision"}
+    assert (await post(url + "api/jobs", "alice-token", mine))[0] == 201
+    assert (await post(url + "api/jobs", "alice-token", shared))[0] == 201
+    # bob shares project vision: he sees that job (not the personal one) but may not stop it.
+    _, bobs = await call(url + "api/jobs", "bob-token")
+    assert [j["job_id"] for j in bobs["jobs"]] == ["alice-vision"]
+    assert (await call(url + "api/jobs?project=vision", "bob-token"))[1]["jobs"][0]["job_id"] == "alice-vision"
+    assert (await call(url + "api/jobs/alice-vision/logs/main", "bob-token"))[0] == 200
+    for method, path in [("POST", "cancel"), ("POST", "resubmit")]:
+        code, answer = await call(url + f"api/jobs/alice-vision/{path}", "bob-token", method=method, body="{}")
+        assert code == 403 and "Only alice" in answer["message"]
+    assert (await call(url + "api/jobs/alice-vision", "bob-token", method="DELETE"))[0] == 403
+    # dave shares nothing: alice's jobs do not exist for him.
+    assert (await call(url + "api/jobs", "dave-token"))[1] == {"jobs": []}
+    for job_id in ("alice-private", "alice-vision"):
+        for method, path in [("GET", ""), ("GET", "/events"), ("GET", "/logs"), ("GET", "/logs/main"),
+                             ("POST", "/cancel"), ("POST", "/resubmit"), ("DELETE", "")]:
+            code, answer = await call(url + f"api/jobs/{job_id}{path}", "dave-token", method=method,
+                                      body="{}" if method == "POST" else None)
+            assert code == 404, (method, path, answer)
+    # bob cannot see alice's personal job either; an admin can, and may cancel it.
+    assert (await call(url + "api/jobs/alice-private", "bob-token"))[0] == 404
+    code, job = await post(url + "api/jobs/alice-private/cancel", "admin-token", {})
+    assert (code, job["state"], job["reason"]) == (200, "Cancelled", "Cancelled by admin.")
+
+
+async def test_project_gpu_quota(fake_api):
+    app, url = fake_api
+    gpu = {"name": "g", "framework": "pytorch", "profile": "gpu", "project": "vision"}
+    assert (await post(url + "api/jobs", "alice-token", {**gpu, "job_id": "g1", "workers": 2}))[0] == 201
+    code, answer = await post(url + "api/jobs", "bob-token", {**gpu, "job_id": "g2"})
+    assert code == 403 and answer["reason"] == "quota"
+    assert "may use 2 GPU(s) at once" in answer["message"] and "hold 2" in answer["message"]
+    # CPU jobs are not counted; an ended job gives its GPUs back.
+    assert (await post(url + "api/jobs", "bob-token", {"job_id": "c1", "name": "c", "framework": "single", "project": "vision"}))[0] == 201
+    await post(url + "api/jobs/g1/cancel", "alice-token", {})
+    assert (await post(url + "api/jobs", "bob-token", {**gpu, "job_id": "g2"}))[0] == 201
+    # Personal jobs have their own quota, per user.
+    personal = {**gpu, "project": None}
+    assert (await post(url + "api/jobs", "alice-token", {**personal, "job_id": "p1"}))[0] == 201
+    assert (await post(url + "api/jobs", "alice-token", {**personal, "job_id": "p2"}))[0] == 403
+    assert app.job_manager.store.count() == 4
+
+
+async def test_a_backend_failure_removes_the_reservation(fake_api):
+    app, url = fake_api
+    code, answer = await post(url + "api/jobs", "alice-token",
+                              {"job_id": "broken", "name": "b", "framework": "single", "env": {"REFUSE": "1"}})
+    assert code == 500 and "Internal error" in answer["message"]
+    assert app.job_manager.store.count() == 0
