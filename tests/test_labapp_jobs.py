@@ -144,10 +144,13 @@ async def test_the_service_down_is_a_clear_502_and_leaves_no_folder(lab):
 async def test_metrics_and_files_of_a_job_folder(lab):
     folder = lab.home / ".kubeai/jobs/metric-job"
     (folder / "out").mkdir(parents=True)
-    (folder / METRICS_FILE).write_text('{"step": 0, "loss": 1.0}\n{"step": 1, "loss": 0.5}\n')
+    (folder / METRICS_FILE).write_text(
+        '{"time": 1.0, "step": 0, "rank": 0, "values": {"loss": 1.0}}\n'
+        '{"time": 2.0, "step": 1, "rank": 0, "values": {"loss": 0.5, "acc": 0.9}}\n'
+    )
     (folder / "out/model.pt").write_bytes(b"weights")
     assert await get(lab, "kubeai/jobs/metric-job/metrics") == (200, {"metrics": [
-        {"step": 0, "loss": 1.0}, {"step": 1, "loss": 0.5}]})
+        {"step": 0, "time": 1.0, "loss": 1.0}, {"step": 1, "time": 2.0, "loss": 0.5, "acc": 0.9}]})
     code, files = await get(lab, "kubeai/jobs/metric-job/files")
     assert code == 200 and files["folder"] == ".kubeai/jobs/metric-job"
     assert {f["name"]: f["path"] for f in files["files"]}["out/model.pt"] == ".kubeai/jobs/metric-job/out/model.pt"

@@ -95,6 +95,11 @@ def test_two_ddp_ranks_train_and_succeed(tmp_path):
     metrics = read_metrics(job_dir / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [0, 1, 2, 3, 4]  # epochs=5 from the parameters, rank 0 only
     assert json.loads((job_dir / "parameters.json").read_text()) == {"epochs": 5}
+    # Rank 0 kept an executed copy: each cell's output on that cell, rank 1's output not in it.
+    executed = nbformat.read(job_dir / "executed.ipynb", as_version=4)
+    assert [c.execution_count for c in executed.cells] == [1, 2, 3]  # parameters, injected, training
+    text = "".join(o.get("text", "") for o in executed.cells[2].outputs)
+    assert "rank 0/2 final loss" in text and "rank 1/2" not in text
 
 
 def test_a_notebook_that_raises_fails_with_its_traceback(tmp_path):
@@ -106,3 +111,7 @@ def test_a_notebook_that_raises_fails_with_its_traceback(tmp_path):
     # The reason quotes the failing rank's own traceback, not torchrun's summary.
     assert status.reason.startswith("Exited with code 1. Rank 0, last lines:")
     assert "ValueError: bad batch size" in status.reason
+    # The executed copy shows the error on the cell that raised it.
+    executed = nbformat.read(job_dir / "executed.ipynb", as_version=4)
+    error = executed.cells[-1].outputs[-1]
+    assert (error.output_type, error.ename, error.evalue) == ("error", "ValueError", "bad batch size")

@@ -44,6 +44,15 @@ from IPython.core.interactiveshell import InteractiveShell as _InteractiveShell 
 get_ipython = _InteractiveShell.instance
 # No display in a job: %matplotlib only chooses a backend, and Agg is set above.
 get_ipython().register_magic_function(lambda line: None, "line", "matplotlib")
+# Rank 0 keeps an executed copy of the notebook (executed.ipynb): __kubeai_cell__(i) starts cell i.
+try:
+    from jupyter_kubeai.jobs.executed import recorder as _recorder
+
+    __kubeai_cell__ = _recorder(__file__)
+except ImportError:  # an image without jupyter_kubeai: no executed copy
+
+    def __kubeai_cell__(index):
+        pass
 
 '''
 
@@ -93,8 +102,20 @@ def inject_parameters(nb: nbformat.NotebookNode, parameters: dict) -> nbformat.N
     return nb
 
 
+def _with_cell_markers(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy with ``__kubeai_cell__(i)`` before each code cell ``i`` that runs (for the executed copy)."""
+    marked = copy.deepcopy(nb)
+    marked.cells = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and SKIP_TAG not in cell.get("metadata", {}).get("tags", []):
+            marked.cells.append(nbformat.v4.new_code_cell(f"__kubeai_cell__({index})"))
+        marked.cells.append(cell)
+    return marked
+
+
 def notebook_to_script(nb: nbformat.NotebookNode, notebook_name: str = "the notebook") -> str:
     """The notebook as a Python script: skip-tagged cells out, magics kept working."""
+    nb = _with_cell_markers(nb)
     exporter = PythonExporter()
     exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags={SKIP_TAG}, enabled=True), enabled=True)
     body, _ = exporter.from_notebook_node(nb)

@@ -88,7 +88,9 @@ class SubmitJobHandler(JobFolderHandler):
 class JobMetricsHandler(JobFolderHandler):
     @web.authenticated
     async def get(self, job_id):
-        self.finish({"metrics": read_metrics(self.folder(job_id) / METRICS_FILE)})
+        # Flat points for charting: {"step", "time", "<metric>": value, ...}.
+        records = read_metrics(self.folder(job_id) / METRICS_FILE)
+        self.finish({"metrics": [{**r.get("values", {}), "step": r.get("step"), "time": r.get("time")} for r in records]})
 
 
 class JobFilesHandler(JobFolderHandler):
