@@ -28,12 +28,12 @@ def store(tmp_path):
     return JobStore(engine)
 
 
-def submit(store, backend, tmp_path, job_id, body, framework="single"):
+def submit(store, backend, tmp_path, job_id, body, framework="single", **topology):
     job_dir = tmp_path / job_id
     job_dir.mkdir()
     (job_dir / "main.py").write_text(body)
     spec = JobSpec(job_id=job_id, owner="alice", owner_groups=("vision",), project="vision", framework=framework,
-                   selection=SELECTION, job_dir=str(job_dir), env=(("EPOCHS", "3"),))
+                   selection=SELECTION, job_dir=str(job_dir), env=(("EPOCHS", "3"),), **topology)
     store.add(JobRecord(job_id=job_id, owner="alice", project="vision", framework=framework, backend="local",
                         state="Pending", reason="", job_dir=str(job_dir), spec={}, gpus=0, created=time.time()))
     return spec
@@ -120,3 +120,30 @@ def test_the_backend_interface_is_enforced():
     with pytest.raises(TypeError, match="abstract"):
         Incomplete()
     assert isinstance(LocalBackend(), JobBackend)
+
+
+async def test_a_tensorflow_parameter_server_job_runs_chief_workers_and_ps(store, tmp_path, monkeypatch):
+    # TensorFlow itself is not installed here; the launcher does not need it, the check does.
+    from jupyter_kubeai.jobs import local_commands
+
+    real_find_spec = local_commands.importlib.util.find_spec
+    monkeypatch.setattr(local_commands.importlib.util, "find_spec",
+                        lambda name: object() if name == "tensorflow" else real_find_spec(name))
+    backend = LocalBackend()
+    body = (
+        "import json, os, time\nimport jupyter_kubeai\n"
+        "c = json.loads(os.environ['TF_CONFIG'])\n"
+        "print('task', c['task']['type'], c['task']['index'], sorted(c['cluster']), flush=True)\n"
+        "jupyter_kubeai.log_metric(step=0, loss=1.0)\n"
+        "if c['task']['type'] == 'ps': time.sleep(600)\n"
+    )
+    spec = submit(store, backend, tmp_path, "job-tf", body, framework="tensorflow", workers=2, parameter_servers=1)
+    await backend.submit(spec)
+    record = await wait_state(store, backend, "job-tf", ("Succeeded", "Failed"))
+    assert record.state == "Succeeded", record.reason
+    assert await backend.replicas(record) == ["main", "chief-0", "worker-0", "ps-0"]
+    assert "task chief 0 ['chief', 'ps', 'worker']" in await backend.logs(record, "chief-0")
+    assert "task worker 0" in await backend.logs(record, "worker-0")
+    assert "task ps 0" in await backend.logs(record, "ps-0")  # stopped once the training ended
+    metrics = (Path(spec.job_dir) / "metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == 1  # the chief's only

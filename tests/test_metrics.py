@@ -56,3 +56,26 @@ def test_concurrent_ranks_never_tear_lines_and_torn_tails_are_skipped(tmp_path):
     records = read_metrics(path)
     assert len(records) == 1200
     assert all(json.dumps(r) for r in records)
+
+
+@pytest.mark.parametrize(
+    "env, rank",
+    [
+        ({}, 0),
+        ({"RANK": "1"}, 1),
+        ({"OMPI_COMM_WORLD_RANK": "2"}, 2),
+        ({"TF_CONFIG": '{"cluster": {"chief": ["a"], "worker": ["b"]}, "task": {"type": "chief", "index": 0}}'}, 0),
+        ({"TF_CONFIG": '{"cluster": {"chief": ["a"], "worker": ["b"]}, "task": {"type": "worker", "index": 0}}'}, 1),
+        ({"TF_CONFIG": '{"cluster": {"worker": ["a", "b"]}, "task": {"type": "worker", "index": 0}}'}, 0),
+        ({"TF_CONFIG": '{"cluster": {"worker": ["a"], "ps": ["b"]}, "task": {"type": "ps", "index": 0}}'}, 1),
+        ({"TF_CONFIG": "not json"}, 0),
+    ],
+)
+def test_only_the_leading_process_counts_as_rank_0(monkeypatch, env, rank):
+    from jupyter_kubeai.jobs.metrics import _rank
+
+    for name in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "TF_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert _rank() == rank

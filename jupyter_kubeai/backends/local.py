@@ -13,6 +13,7 @@ from ..jobs.local_commands import RANK_LOG_DIR, local_command
 from ..jobs.snapshot import JOBS_FOLDER
 from ..jobs.spec import JobSpec
 from ..jobs.status import JobEvent, JobStatus
+from ..jobs.tf_launch import ROLES as TF_ROLES
 from ..local.share import LocalShare, default_share_root
 from ..local.spawner import count_local_gpus
 from ..store.jobs import JobRecord
@@ -87,14 +88,21 @@ class LocalBackend(JobBackend):
         return await asyncio.to_thread(self.runner.cancel, Path(record.job_dir))
 
     def _rank_logs(self, record: JobRecord) -> dict[str, list[Path]]:
+        """Replica -> its log files: ``rank-<n>`` (torchrun), ``chief-0``, ``worker-<n>``, ``ps-<n>`` (TensorFlow)."""
         ranks: dict[str, list[Path]] = {}
         for path in sorted((Path(record.job_dir) / RANK_LOG_DIR).rglob("std*.log")):
             if path.parent.name.isdigit():
-                ranks.setdefault(f"rank-{path.parent.name}", []).append(path)
+                role = path.parent.parent.name
+                role = role if role in TF_ROLES else "rank"
+                ranks.setdefault(f"{role}-{path.parent.name}", []).append(path)
         return ranks
 
     async def replicas(self, record: JobRecord) -> list[str]:
-        return ["main", *sorted(self._rank_logs(record), key=lambda r: int(r.split("-")[1]))]
+        def order(replica: str):
+            role, index = replica.rsplit("-", 1)
+            return (TF_ROLES.index(role) if role in TF_ROLES else -1, int(index))
+
+        return ["main", *sorted(self._rank_logs(record), key=order)]
 
     async def logs(self, record: JobRecord, replica: str) -> str:
         if replica == "main":

@@ -5,7 +5,9 @@
   loopback, one log per rank under ``logs/ranks/``; gloo on CPU, NCCL when
   GPUs are there (torch picks per device; the script uses ``LOCAL_RANK``);
 - single process: plain Python;
-- TensorFlow and MPI: run only when TensorFlow or ``mpirun`` is installed
+- TensorFlow parameter-server: a chief, workers and parameter servers as
+  local processes with their ``TF_CONFIG`` (:mod:`.tf_launch`);
+- TensorFlow and MPI run only when TensorFlow or ``mpirun`` is installed
   here; otherwise the submission is refused with a message, never faked.
 """
 
@@ -48,7 +50,11 @@ def local_command(spec: JobSpec, python: str = sys.executable) -> list[str]:
                 "TensorFlow is not installed here, so a TensorFlow parameter-server job cannot run in local mode. "
                 "Install tensorflow, or submit it on a cluster."
             )
-        raise InvalidInput("TensorFlow parameter-server jobs run on a cluster only for now; use PyTorch or a single process locally.")
+        return [
+            python, "-m", "jupyter_kubeai.jobs.tf_launch",
+            f"--workers={spec.workers}", f"--ps={spec.parameter_servers}",
+            "--", python, "-u", spec.script,
+        ]
     if spec.framework == "mpi":
         mpirun = shutil.which("mpirun")
         if mpirun is None:

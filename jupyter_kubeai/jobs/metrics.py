@@ -24,10 +24,23 @@ def metrics_path() -> Path:
 
 
 def _rank() -> int:
-    try:
-        return int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return 0
+    """This process's rank: torchrun's ``RANK``, Open MPI's, or 0 for a TensorFlow chief only."""
+    for name in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
+        if name in os.environ:
+            try:
+                return int(os.environ[name])
+            except ValueError:
+                return 0
+    tf_config = os.environ.get("TF_CONFIG")
+    if tf_config:
+        try:
+            config = json.loads(tf_config)
+            task, cluster = config.get("task", {}), config.get("cluster", {})
+            first = "chief" if "chief" in cluster else "worker"  # without a chief, worker 0 leads
+            return 0 if (task.get("type"), int(task.get("index", 0))) == (first, 0) else 1
+        except (ValueError, AttributeError, TypeError):
+            return 0
+    return 0
 
 
 def log_metric(step: int | None = None, *, all_ranks: bool = False, **values: float) -> bool:
