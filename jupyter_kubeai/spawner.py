@@ -9,7 +9,7 @@ adds what jupyter_kubeai needs on top:
 - the shared storage: the user's folder at home, one folder per project
   (hub group, re-read at every spawn), the global folder read-only, from
   one CephFS/NFS PVC with subPaths, a direct NFS export, or a per-user PVC
-  for the home (the storage traits below are the reference);
+  for the home (the traits of :class:`~.kube.settings.KubeSettings` are the reference);
 - GPUs: the size's GPU count as the extended resource limit, with the GPU
   tolerations/node selector only for GPU sizes, so CPU sizes never land on
   tainted GPU nodes;
@@ -25,58 +25,24 @@ import posixpath
 from kubernetes_asyncio.client.models import V1Toleration, V1Volume, V1VolumeMount
 from kubespawner import KubeSpawner
 from kubespawner.utils import get_k8s_model
-from traitlets import Bool, Dict, List, Unicode, default
+from traitlets import default
 
 from .catalog.access import Selection, profile_list
 from .kube.events import readable_event
-from .kube.objects import GPUScheduling, StorageConfig, make_scheduling, make_volumes, project_mount_path
+from .kube.objects import StorageConfig, make_scheduling, make_volumes, project_mount_path
+from .kube.settings import KubeSettings
 from .spawnerbase import KubeAISpawnerMixin
 
 
-class KubeAISpawner(KubeAISpawnerMixin, KubeSpawner):
+class KubeAISpawner(KubeAISpawnerMixin, KubeSettings, KubeSpawner):
     """KubeSpawner with the catalog, the shared storage and GPUs of jupyter_kubeai."""
 
     @default("kubeai_mode")
     def _default_kubeai_mode(self):
         return "kubernetes"
 
-    # --- storage ---------------------------------------------------------------------------------
-
-    share_type = Unicode(
-        "pvc",
-        config=True,
-        help="""How pods reach the shared storage.
-
-        ``pvc`` (default): one PersistentVolumeClaim (``share_claim_name``,
-        ReadWriteMany: CephFS or NFS behind it) mounted once per folder with
-        ``subPath``: ``users/<user>`` at ``home_mount_path``,
-        ``projects/<group>`` at ``projects_mount_path/<group>`` for each hub
-        group of the user, ``global`` at ``global_mount_path``.
-        ``nfs``: the same folders straight from an NFS export
-        (``nfs_server``, ``nfs_path``), no PVC. ``none``: no shared storage.
-        Folder names are KubeSpawner's safe slugs of user and group names, so
-        no name can point outside its base folder.
-        """,
-    )
-    share_claim_name = Unicode("kubeai-share", config=True, help="""Name of the shared PVC (``share_type = "pvc"``), in the users' namespace.""")
-    nfs_server = Unicode("", config=True, help="""NFS server of the share (``share_type = "nfs"``).""")
-    nfs_path = Unicode("/", config=True, help="""Exported path of the share on ``nfs_server``; ``users/``, ``projects/`` and ``global/`` are below it.""")
-    home_mount_path = Unicode("/home/jovyan", config=True, help="""Where the user's own folder is mounted (the server's home).""")
-    projects_mount_path = Unicode("/mnt/projects", config=True, help="""Folder under which each of the user's projects is mounted as ``<group>``.""")
-    global_mount_path = Unicode("/mnt/global", config=True, help="""Where the global folder is mounted.""")
-    global_writable = Bool(False, config=True, help="""Mount the global folder read-write (default: read-only for everyone).""")
-
-    user_pvc = Bool(
-        False,
-        config=True,
-        help="""Give each user a PVC of their own for the home instead of ``users/<user>`` on the share.
-
-        It is KubeSpawner's per-user PVC: named by ``pvc_name_template``, of
-        ``storage_class`` and ``storage_capacity``, created at the first spawn
-        if missing (``storage_pvc_ensure`` follows this setting). Projects and
-        global still come from the share.
-        """,
-    )
+    # Storage and GPU settings (share_type, *_mount_path, user_pvc, gpu_tolerations...)
+    # come from KubeSettings, shared with the job backend.
 
     @default("storage_pvc_ensure")
     def _default_storage_pvc_ensure(self):
@@ -84,42 +50,7 @@ class KubeAISpawner(KubeAISpawnerMixin, KubeSpawner):
 
     @property
     def storage_config(self) -> StorageConfig:
-        return StorageConfig(
-            share=self.share_type,
-            claim_name=self.share_claim_name,
-            nfs_server=self.nfs_server,
-            nfs_path=self.nfs_path,
-            user_claim_name=self.pvc_name if self.user_pvc else "",
-            home_mount=self.home_mount_path,
-            projects_mount=self.projects_mount_path,
-            global_mount=self.global_mount_path,
-            global_writable=self.global_writable,
-        )
-
-    # --- GPUs ------------------------------------------------------------------------------------
-
-    gpu_tolerations = List(
-        Dict(),
-        [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        config=True,
-        help="""Tolerations given to pods of sizes with GPUs, and to no others.
-
-        Taint your GPU nodes to match (the default fits the NVIDIA GPU
-        operator's ``nvidia.com/gpu:NoSchedule``), and CPU-only servers never
-        land on them. Set per vendor as needed, e.g. ``amd.com/gpu``.
-        """,
-    )
-    gpu_node_selector = Dict(
-        config=True,
-        help="""Node selector added to pods of sizes with GPUs (e.g. ``{"accelerator": "nvidia"}``).""",
-    )
-
-    @property
-    def gpu_scheduling(self) -> GPUScheduling:
-        return GPUScheduling(
-            tolerations=tuple(self.gpu_tolerations),
-            node_selector=tuple(sorted(self.gpu_node_selector.items())),
-        )
+        return self.make_storage_config(self.pvc_name if self.user_pvc else "")
 
     # --- the catalog -----------------------------------------------------------------------------
 

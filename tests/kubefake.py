@@ -36,6 +36,13 @@ the server.
   exit.
 * ``fail()`` makes chosen requests answer an error (e.g. 403 on pod
   creation) before anything is stored.
+* Pod logs (``pods/log``): what tests wrote with ``write_log()``, with
+  ``tailLines``, and ``follow=true`` streaming until the pod ends or goes;
+  a pod that has not started answers 400, as the real API does.
+* Custom resources show in API discovery once declared with
+  ``serve_kind()`` (e.g. which Kubeflow operators the cluster "has").
+* ``compact()`` forgets the history: watches resuming from an older
+  resourceVersion get a 410 Expired ``ERROR`` event, as after etcd compaction.
 * Every request is recorded as an ``ApiCall`` (method, path, query, RBAC
   verb, resource, namespace, name, bearer token, status) in ``calls``.
 
@@ -48,10 +55,11 @@ apply is refused (415), ``limit``/``continue`` pagination is ignored (lists
 are complete), namespaces need not exist
 before objects are created in them, pods are removed at once on delete
 (unless they carry finalizers), field selectors accept any path (the real API
-allows only a few per kind), PVCs stay Pending (no provisioner), and nothing
+allows only a few per kind), PVCs stay Pending (no provisioner), no operator
+turns training objects into pods (tests play it), and nothing
 runs in the pods: the pod IP is not reachable unless a test sets
-``pod_ip`` to an address it serves. Subresources other than ``status``
-(``log``, ``exec``, ``binding``...) answer 404.
+``pod_ip`` to an address it serves. Subresources other than ``status`` and
+``log`` (``exec``, ``binding``...) answer 404.
 
 kmock gaps patched here (without touching kmock's files)
 --------------------------------------------------------
@@ -333,6 +341,10 @@ class ObjectStore:
         self.objects = kmock.ObjectsArray()
         self.log: list[Change] = []
         self._rv = 0
+        # Watches from before this resourceVersion get 410 Expired (see compact()).
+        self.compacted_rv = 0
+        # Pod logs by (namespace, pod name), written by tests.
+        self.pod_logs: dict[tuple[str, str], str] = {}
         # Replaced after each change: waiters grab the current one, so none
         # misses a change made between its last look at the log and its wait.
         self._changed = asyncio.Event()
@@ -506,6 +518,16 @@ class ObjectStore:
                 self.delete(*dep_key)
         return gone
 
+    def compact(self) -> None:
+        """Forget the history, as etcd compaction does: older watches must list again."""
+        self.compacted_rv = self._rv
+
+    def write_log(self, namespace: str, pod: str, text: str) -> None:
+        """Append to a pod's log (followers see it at once)."""
+        self.pod_logs[(namespace, pod)] = self.pod_logs.get((namespace, pod), "") + text
+        self._changed.set()
+        self._changed = asyncio.Event()
+
     # ---- watching
 
     async def wait_for_change(self, timeout: float | None) -> bool:
@@ -538,6 +560,12 @@ class ObjectStore:
                 since_rv = int(since)
             except ValueError:
                 raise api_error(400, f"invalid resourceVersion: {since!r}")
+            if since_rv < self.compacted_rv:
+                # As the real API: a 200 stream with one ERROR event, then the end.
+                yield {"type": "ERROR", "object": {
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 410,
+                    "reason": "Expired", "message": f"too old resource version: {since_rv} ({self.compacted_rv})"}}
+                return
             # The objects as they were at `since`, to know which ones the client has seen.
             state: dict[Key, Object] = {}
             position = 0
@@ -739,6 +767,8 @@ class FakeApiServer(kmock.KubernetesScaffold):
     async def _serve(self, request: kmock.Request) -> Any:
         res, namespace, name = request.resource, request.namespace, request.name
         verb, subresource, params = _verb(request), request.subresource, request.params
+        if subresource == "log" and res == PODS and verb == "get":
+            return await self._serve_log(namespace, name, params)
         if subresource not in (None, "status"):
             raise api_error(404, f"the {res.plural}/{subresource} subresource is not emulated by "
                                  "tests/kubefake.py", resource=res, name=name)
@@ -778,6 +808,31 @@ class FakeApiServer(kmock.KubernetesScaffold):
         if verb == "delete":
             return self.store.delete(res, namespace, name)
         raise api_error(405, f"{request.method.value} is not supported on {request.url.path}", resource=res)
+
+    async def _serve_log(self, namespace: str, name: str, params: dict[str, str]) -> Any:
+        pod = self.store.require(PODS, namespace, name)
+        if (pod.get("status") or {}).get("phase", "Pending") == "Pending":
+            container = params.get("container") or pod["spec"]["containers"][0]["name"]
+            raise api_error(400, f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating')
+        text = self.store.pod_logs.get((namespace, name), "")
+        if params.get("tailLines"):
+            text = "".join(text.splitlines(keepends=True)[-int(params["tailLines"]):])
+        if not _truthy(params.get("follow")):
+            return text.encode()
+        return self._follow_log(namespace, name, text)
+
+    async def _follow_log(self, namespace: str, name: str, sent: str) -> AsyncIterator[bytes]:
+        yield sent.encode()
+        position = len(self.store.pod_logs.get((namespace, name), ""))
+        while True:
+            text = self.store.pod_logs.get((namespace, name), "")
+            if len(text) > position:
+                yield text[position:].encode()
+                position = len(text)
+            pod = self.store.get(PODS, namespace, name)
+            if pod is None or pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+                return
+            await self.store.wait_for_change(0.05)
 
     @staticmethod
     def _selection(params: dict[str, str], name: str | None) -> Predicate:
@@ -1153,6 +1208,21 @@ class FakeKube:
 
     def delete(self, resource: Any, namespace: str | None, name: str) -> Object:
         return self.store.delete(resource_of(resource), namespace, name)
+
+    def serve_kind(self, resource: Any, kind: str, *, namespaced: bool = True) -> None:
+        """Declare a custom resource, as installing its CRD does: API discovery lists it."""
+        self.kmock.resources[resource_of(resource)] = kmock.ResourceInfo(
+            kind=kind, namespaced=namespaced, subresources={"status"},
+            verbs={"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"},
+        )
+
+    def write_log(self, namespace: str, pod: str, text: str) -> None:
+        """Append ``text`` to the pod's log (``pods/log``; followers get it at once)."""
+        self.store.write_log(namespace, pod, text)
+
+    def compact(self) -> None:
+        """Forget the change history: watches resuming from before now get 410 Expired."""
+        self.store.compact()
 
     def history(self, resource: Any, namespace: str | None, name: str) -> list[tuple[str, Object]]:
         """(event type, object) for every change of one object, oldest first."""

@@ -45,13 +45,9 @@ async def service(hub, serve, monkeypatch, tmp_path):
 
 def make_service(tmp_path, **traits) -> KubeAIService:
     """A service on a SQLite file in ``tmp_path`` (the same file for every call: a restart)."""
-    return KubeAIService(
-        mode="local",
-        identity_cache_seconds=0,
-        db_url=f"sqlite:///{tmp_path / 'kubeai.sqlite'}",
-        initial_catalog=INITIAL_CATALOG,
-        **traits,
-    )
+    traits = {"mode": "local", "identity_cache_seconds": 0, "db_url": f"sqlite:///{tmp_path / 'kubeai.sqlite'}",
+              "initial_catalog": INITIAL_CATALOG, **traits}
+    return KubeAIService(**traits)
 
 
 async def call(url, token=None, method="GET", **kwargs):

@@ -292,3 +292,38 @@ async def test_a_backend_failure_removes_the_reservation(fake_api):
                               {"job_id": "broken", "name": "b", "framework": "single", "env": {"REFUSE": "1"}})
     assert code == 500 and "Internal error" in answer["message"]
     assert app.job_manager.store.count() == 0
+
+
+@pytest.fixture
+async def k8s_api(hub, serve, service, kube, tmp_path):
+    from test_kube_backend import NS, install
+
+    install(kube)
+    config = Config({"KubernetesBackend": {"namespace": NS, "cleanup_interval": 0}})
+    app = make_service(tmp_path, mode="kubernetes", config=config)
+    await app.backend.start()
+    yield app, serve(app.make_app()) + PREFIX
+    await app.backend.stop()
+
+
+async def test_on_kubernetes_a_submission_becomes_a_training_object(k8s_api, kube):
+    from test_kube_backend import NS, PYTORCHJOBS
+
+    app, url = k8s_api
+    code, job = await post(url + "api/jobs", "alice-token", {
+        "job_id": "ddp-1", "name": "DDP", "framework": "pytorch", "workers": 2, "project": "vision",
+    })
+    assert code == 201, job
+    assert job["backend"] == "kubernetes" and job["job_dir"] == "/home/jovyan/.kubeai/jobs/ddp-1"
+    assert job["spec"]["backend"]["kind"] == "PyTorchJob"
+    created = kube.get(PYTORCHJOBS, NS, "ddp-1")
+    assert created["metadata"]["labels"]["kubeai.jupyter.org/owner"] == "alice"
+    # bob (same project) sees it; dave (no project) does not; only alice cancels it.
+    assert (await call(url + "api/jobs/ddp-1", "bob-token"))[0] == 200
+    assert (await post(url + "api/jobs/ddp-1/cancel", "bob-token", {}))[0] == 403
+    code, job = await post(url + "api/jobs/ddp-1/cancel", "alice-token", {})
+    assert (code, job["state"]) == (200, "Cancelled")
+    assert kube.get(PYTORCHJOBS, NS, "ddp-1") is None
+    # The record stays, and reconciling does not turn the cancelled job into a vanished one.
+    await app.job_manager.reconcile()
+    assert (await call(url + "api/jobs/ddp-1", "alice-token"))[1]["state"] == "Cancelled"

@@ -9,7 +9,14 @@ from jupyter_kubeai.catalog.model import image_from_dict, profile_from_dict
 from jupyter_kubeai.errors import InvalidInput
 from jupyter_kubeai.jobs.spec import JobSpec
 from jupyter_kubeai.kube.objects import GPUScheduling
-from jupyter_kubeai.kube.training import GangScheduling, Placement, make_pytorchjob, make_training_job
+from jupyter_kubeai.kube.training import (
+    GangScheduling,
+    Placement,
+    ResourcePools,
+    in_job_dir,
+    make_pytorchjob,
+    make_training_job,
+)
 
 from k8s_schema import validate_core, validate_custom
 
@@ -103,8 +110,9 @@ def test_pytorchjob_in_full():
     }
     container = template["spec"]["containers"][0]
     assert container["name"] == "pytorch"
-    assert container["command"] == ["torchrun", "/home/jovyan/.kubeai/jobs/train-mnist-1a2b/main.py"]
-    assert container["workingDir"] == "/home/jovyan/.kubeai/jobs/train-mnist-1a2b"
+    assert container["command"] == in_job_dir(["torchrun", "/home/jovyan/.kubeai/jobs/train-mnist-1a2b/main.py"])
+    assert "workingDir" not in container  # the runtime would create a missing job folder as root
+    assert template["metadata"]["labels"]["kubeai.jupyter.org/role"] == "master"
     assert container["resources"] == {
         "requests": {"cpu": "4", "memory": "16Gi"},
         "limits": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "2"},
@@ -121,7 +129,7 @@ def test_tfjob_and_mpijob_topology():
     mpi = make_training_job(job("mpi", "gpu", workers=4, procs_per_worker=2), Placement())
     assert mpi["spec"]["slotsPerWorker"] == 2
     launcher = mpi["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]
-    assert launcher["command"][:4] == ["mpirun", "--allow-run-as-root", "-np", "8"]
+    assert launcher["command"][4:8] == ["mpirun", "--allow-run-as-root", "-np", "8"]
     assert mpi["spec"]["mpiReplicaSpecs"]["Worker"]["replicas"] == 4
 
 
@@ -153,3 +161,48 @@ def test_gang_settings_are_checked():
         GangScheduling(scheduler="kueue")
     with pytest.raises(ValueError, match="volcano, kueue or empty"):
         GangScheduling(scheduler="yunikorn")
+
+
+def test_a_resubmitted_job_creates_its_new_folder_and_runs_the_old_snapshot(tmp_path):
+    """The pods make the (new) job folder themselves and run the original's snapshot in it."""
+    import subprocess
+
+    snapshot = tmp_path / "old"
+    snapshot.mkdir()
+    (snapshot / "main.py").write_text("import os; open('out.txt', 'w').write(os.getcwd())\n")
+    new_dir = tmp_path / "new" / "job"
+    spec = job("single", job_dir=str(new_dir), snapshot_dir=str(snapshot))
+    command = make_training_job(spec, Placement())["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[-1] == str(snapshot / "main.py")
+    import sys
+
+    command = [sys.executable if part == "python" else part for part in command]
+    subprocess.run(command, check=True, env={"KUBEAI_JOB_DIR": str(new_dir), "PATH": "/usr/bin:/bin"})
+    assert (new_dir / "out.txt").read_text() == str(new_dir)
+
+
+@pytest.mark.parametrize("framework", ["pytorch", "tensorflow", "mpi", "single"])
+def test_project_pool_affinity_and_gpu_packing(framework):
+    where = Placement(pools=ResourcePools(label="kubeai.jupyter.org/pool", pools=(("vision", "a100"),)),
+                      pack_topology_key="kubernetes.io/hostname")
+    obj = make_training_job(job(framework, "gpu", 1 if framework == "single" else 2), where)
+    validate(obj)
+    for role, pod in _pod_specs(obj).items():
+        required = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert required["nodeSelectorTerms"] == [
+            {"matchExpressions": [{"key": "kubeai.jupyter.org/pool", "operator": "In", "values": ["a100"]}]}
+        ]
+        packed = "podAffinity" in pod["affinity"]
+        assert packed is (role not in ("PS", "Launcher"))  # GPU roles only
+        if packed:
+            term = pod["affinity"]["podAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+            assert term == {"labelSelector": {"matchLabels": {"kubeai.jupyter.org/job": "train-mnist-1a2b"}},
+                            "topologyKey": "kubernetes.io/hostname"}
+
+
+def test_pools_off_and_personal_jobs():
+    assert ResourcePools().pool_for("vision") == ""
+    pools = ResourcePools(label="pool", personal="shared")
+    assert pools.pool_for(None) == "shared" and pools.pool_for("vision") == "vision"
+    obj = make_training_job(job("pytorch", "cpu", 2), Placement())
+    assert all("affinity" not in pod for pod in _pod_specs(obj).values())

@@ -7,8 +7,13 @@ import re
 _IMAGE = re.compile(r'[Ii]mage "([^"]+)"')
 
 
-def readable_event(event: dict) -> str:
-    """One line for a core/v1 Event: what happens to the user's pod."""
+def readable_event(event: dict, subject: str = "Server") -> str:
+    """One line for a core/v1 Event: what happens to the user's pod.
+
+    ``subject`` names the pod in the words of the page showing it: the
+    spawn page's "Server" (whose container start means JupyterLab is
+    starting), or e.g. a job's replica.
+    """
     reason = event.get("reason", "")
     message = event.get("message", "") or ""
     image = _IMAGE.search(message)
@@ -16,7 +21,7 @@ def readable_event(event: dict) -> str:
     node = (event.get("source") or {}).get("host") or ""
     if reason == "Scheduled":
         match = re.search(r"to (\S+)$", message)
-        return f"Server scheduled on node {match.group(1) if match else node}".rstrip()
+        return f"{subject} scheduled on node {match.group(1) if match else node}".rstrip()
     if reason == "FailedScheduling":
         return f"Waiting for a node with room for this size: {message}"
     if reason == "Pulling":
@@ -30,7 +35,7 @@ def readable_event(event: dict) -> str:
     if reason == "Created":
         return "Container created"
     if reason == "Started":
-        return "JupyterLab starting"
+        return "JupyterLab starting" if subject == "Server" else f"{subject} started"
     if reason in ("Failed", "BackOff", "ErrImagePull", "ImagePullBackOff"):
-        return f"Problem starting the server ({reason}): {message}"
+        return f"Problem starting {'the server' if subject == 'Server' else subject} ({reason}): {message}"
     return f"{reason}: {message}" if reason else message

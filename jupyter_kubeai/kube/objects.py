@@ -79,12 +79,21 @@ def mounts_for(storage: StorageConfig, username: str, groups: Iterable[str]) -> 
     return mounts
 
 
-def make_volumes(storage: StorageConfig, username: str, groups: Iterable[str]) -> tuple[list[dict], list[dict]]:
+def mount_volume_name(mount: Mount) -> str:
+    """The name of a volume of its own for one mount (the NFS layout, and TrainJob patches)."""
+    return safe_slug(f"kubeai-{mount.sub_path.replace('/', '-')}", max_length=63)
+
+
+def make_volumes(storage: StorageConfig, username: str, groups: Iterable[str], *,
+                 volume_per_mount: bool = False) -> tuple[list[dict], list[dict]]:
     """Pod ``volumes`` and container ``volumeMounts`` for a user in ``groups``.
 
     With a PVC share, one volume serves every mount through ``subPath``;
     with NFS, each mount is its own NFS volume at ``<nfs_path>/<subPath>``
     (the NFS server cannot be narrowed by subPath for read-only global).
+    ``volume_per_mount`` gives every PVC mount a volume of its own too: a
+    TrainJob's runtime patches key volume mounts by volume name, so two
+    mounts of one volume cannot be patched in (see :mod:`.trainjob`).
     """
     mounts = mounts_for(storage, username, groups)
     volumes: dict[str, dict] = {}
@@ -95,10 +104,11 @@ def make_volumes(storage: StorageConfig, username: str, groups: Iterable[str]) -
             volume_mounts.append({"name": HOME_VOLUME, "mountPath": mount.path})
             continue
         if storage.share == "pvc":
-            volumes.setdefault(mount.name, {"name": mount.name, "persistentVolumeClaim": {"claimName": storage.claim_name}})
-            entry = {"name": mount.name, "mountPath": mount.path, "subPath": mount.sub_path}
+            name = mount_volume_name(mount) if volume_per_mount else mount.name
+            volumes.setdefault(name, {"name": name, "persistentVolumeClaim": {"claimName": storage.claim_name}})
+            entry = {"name": name, "mountPath": mount.path, "subPath": mount.sub_path}
         else:  # nfs: a volume per mount, so read-only applies to the export itself
-            name = safe_slug(f"kubeai-{mount.sub_path.replace('/', '-')}", max_length=63)
+            name = mount_volume_name(mount)
             volumes[name] = {
                 "name": name,
                 "nfs": {

@@ -9,12 +9,22 @@
   ``mpirun`` and Workers with ``slotsPerWorker`` slots;
 - single process -> a ``batch/v1`` Job.
 
+(PyTorch DDP -> ``TrainJob`` of Kubeflow Trainer is in :mod:`.trainjob`.)
+
 Every pod gets the owner's mounts (home, projects, global), the catalog
 image and the size's resources; GPU roles get the GPU limit and
 tolerations, CPU-only roles (parameter servers, the MPI launcher) do not.
 Gang scheduling is Volcano (``schedulerName`` and
 ``runPolicy.schedulingPolicy``, the operator making the PodGroup) or Kueue
-(the queue label; created suspended until Kueue admits it).
+(the queue label; created suspended until Kueue admits it). A node
+affinity keeps a project's pods on its resource pool (:class:`ResourcePools`),
+and GPU roles can prefer to share a topology domain (packing).
+
+The user's code runs through :func:`in_job_dir`: the job folder is created
+by the container's own user before the code starts in it. A resubmitted job
+runs its original's snapshot (``spec.snapshot_dir``) with a new job folder
+that nobody has created yet, and a ``workingDir`` would have the container
+runtime create it as root, possibly unwritable for the user.
 """
 
 from __future__ import annotations
@@ -52,7 +62,10 @@ MANAGED_BY = "jupyter-kubeai"
 LABEL_JOB = "kubeai.jupyter.org/job"
 LABEL_OWNER = "kubeai.jupyter.org/owner"
 LABEL_PROJECT = "kubeai.jupyter.org/project"
+#: On pod templates: the role (master, worker, chief, ps, launcher, node, main) replica names start with.
+LABEL_ROLE = "kubeai.jupyter.org/role"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+VOLCANO_QUEUE_ANNOTATION = "scheduling.volcano.sh/queue-name"
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,22 @@ class GangScheduling:
 
 
 @dataclass(frozen=True)
+class ResourcePools:
+    """Which nodes each project's jobs may use: a node label naming each node's pool."""
+
+    label: str = ""  # the node label; "" = no pool affinity at all
+    pools: tuple[tuple[str, str], ...] = ()  # project -> pool; a project not listed: its slug
+    personal: str = ""  # the pool of personal jobs (no project); "" = any node
+
+    def pool_for(self, project: str | None) -> str:
+        if not self.label:
+            return ""
+        if project is None:
+            return self.personal
+        return dict(self.pools).get(project) or slug(project)
+
+
+@dataclass(frozen=True)
 class Placement:
     """Cluster settings every job of the backend shares."""
 
@@ -78,6 +107,9 @@ class Placement:
     gpu: GPUScheduling = GPUScheduling()
     gang: GangScheduling = GangScheduling()
     ttl_seconds_after_finished: int = 7 * 24 * 3600
+    pools: ResourcePools = ResourcePools()
+    #: Topology key (e.g. ``kubernetes.io/hostname``) GPU pods of one job prefer to share; "" = no packing.
+    pack_topology_key: str = ""
 
 
 def labels(spec: JobSpec) -> dict[str, str]:
@@ -87,7 +119,39 @@ def labels(spec: JobSpec) -> dict[str, str]:
     return out
 
 
-def _env(spec: JobSpec) -> list[dict]:
+def in_job_dir(command: list[str]) -> list[str]:
+    """``command`` run in the job folder, which the container's user creates first (see above)."""
+    script = 'mkdir -p "$KUBEAI_JOB_DIR" && cd "$KUBEAI_JOB_DIR" && exec "$@"'
+    return ["/bin/sh", "-c", script, "kubeai-job", *command]
+
+
+def pool_affinity(project: str | None, where: Placement) -> dict:
+    """A required node affinity to the project's resource pool ({} when pools are off)."""
+    pool = where.pools.pool_for(project)
+    if not pool:
+        return {}
+    term = {"matchExpressions": [{"key": where.pools.label, "operator": "In", "values": [pool]}]}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
+
+
+def packing_affinity(spec: JobSpec, where: Placement) -> dict:
+    """GPU pods of one job prefer the same topology domain: fewer, faster links between ranks."""
+    if not where.pack_topology_key:
+        return {}
+    term = {"labelSelector": {"matchLabels": {LABEL_JOB: spec.job_id}}, "topologyKey": where.pack_topology_key}
+    return {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term}]}}
+
+
+def resources(selection: Selection, where: Placement, project: str | None) -> tuple[dict, dict]:
+    """(container ``resources``, scheduling) for a selection: requests, limits with GPUs, placement."""
+    profile = selection.profile
+    scheduling = make_scheduling(selection, where.gpu, project)
+    limits = {"cpu": profile.cpu_limit, "memory": profile.memory_limit, **scheduling["extra_resource_limits"]}
+    return {"requests": {"cpu": profile.cpu_request, "memory": profile.memory_request}, "limits": limits}, scheduling
+
+
+def env_vars(spec: JobSpec) -> list[dict]:
+    """The platform's variables (job id, folder, owner, project), then the user's."""
     env = {
         "KUBEAI_JOB_ID": spec.job_id,
         "KUBEAI_JOB_DIR": spec.job_dir,
@@ -99,22 +163,20 @@ def _env(spec: JobSpec) -> list[dict]:
     return [{"name": k, "value": v} for k, v in env.items()]
 
 
-def pod_template(spec: JobSpec, where: Placement, *, container: str, command: list[str], gpus: bool = True) -> dict:
+def pod_template(spec: JobSpec, where: Placement, *, role: str, container: str, command: list[str],
+                 gpus: bool = True) -> dict:
     """One role's pod template: mounts, image, resources, scheduling, labels."""
     selection: Selection = spec.selection if gpus else replace(spec.selection, gpus=0)
-    profile = selection.profile
     volumes, mounts = make_volumes(where.storage, spec.owner, spec.owner_groups)
-    scheduling = make_scheduling(selection, where.gpu, spec.project)
-    limits = {"cpu": profile.cpu_limit, "memory": profile.memory_limit, **scheduling["extra_resource_limits"]}
+    container_resources, scheduling = resources(selection, where, spec.project)
     pod = {
         "containers": [
             {
                 "name": container,
                 "image": selection.image_ref,
                 "command": command,
-                "workingDir": spec.job_dir,
-                "env": _env(spec),
-                "resources": {"requests": {"cpu": profile.cpu_request, "memory": profile.memory_request}, "limits": limits},
+                "env": env_vars(spec),
+                "resources": container_resources,
                 "volumeMounts": mounts,
             }
         ],
@@ -124,9 +186,12 @@ def pod_template(spec: JobSpec, where: Placement, *, container: str, command: li
         pod["nodeSelector"] = scheduling["node_selector"]
     if scheduling["tolerations"]:
         pod["tolerations"] = scheduling["tolerations"]
+    affinity = {**pool_affinity(spec.project, where), **(packing_affinity(spec, where) if selection.gpus else {})}
+    if affinity:
+        pod["affinity"] = affinity
     if where.gang.scheduler == "volcano":
         pod["schedulerName"] = "volcano"
-    return {"metadata": {"labels": labels(spec)}, "spec": pod}
+    return {"metadata": {"labels": {**labels(spec), LABEL_ROLE: role}}, "spec": pod}
 
 
 def _metadata(spec: JobSpec, where: Placement) -> dict:
@@ -161,11 +226,11 @@ def _replica(replicas: int, template: dict) -> dict:
 
 
 def make_pytorchjob(spec: JobSpec, where: Placement) -> dict:
-    command = ["torchrun", spec.script]
-    template = pod_template(spec, where, container="pytorch", command=command)
-    replicas = {"Master": _replica(1, template)}
+    command = in_job_dir(["torchrun", spec.script])
+    replicas = {"Master": _replica(1, pod_template(spec, where, role="master", container="pytorch", command=command))}
     if spec.workers > 1:
-        replicas["Worker"] = _replica(spec.workers - 1, template)
+        worker = pod_template(spec, where, role="worker", container="pytorch", command=command)
+        replicas["Worker"] = _replica(spec.workers - 1, worker)
     return {
         "apiVersion": PYTORCHJOB.api_version,
         "kind": PYTORCHJOB.kind,
@@ -179,11 +244,12 @@ def make_pytorchjob(spec: JobSpec, where: Placement) -> dict:
 
 
 def make_tfjob(spec: JobSpec, where: Placement) -> dict:
-    command = ["python", spec.script]
-    worker = pod_template(spec, where, container="tensorflow", command=command)
-    ps = pod_template(spec, where, container="tensorflow", command=command, gpus=False)
-    replicas = {"Chief": _replica(1, worker), "PS": _replica(spec.parameter_servers, ps)}
+    command = in_job_dir(["python", spec.script])
+    chief = pod_template(spec, where, role="chief", container="tensorflow", command=command)
+    ps = pod_template(spec, where, role="ps", container="tensorflow", command=command, gpus=False)
+    replicas = {"Chief": _replica(1, chief), "PS": _replica(spec.parameter_servers, ps)}
     if spec.workers > 1:
+        worker = pod_template(spec, where, role="worker", container="tensorflow", command=command)
         replicas["Worker"] = _replica(spec.workers - 1, worker)
     return {
         "apiVersion": TFJOB.api_version,
@@ -199,10 +265,10 @@ def make_tfjob(spec: JobSpec, where: Placement) -> dict:
 def make_mpijob(spec: JobSpec, where: Placement) -> dict:
     ranks = spec.workers * spec.procs_per_worker
     launcher = pod_template(
-        spec, where, container="launcher", gpus=False,
-        command=["mpirun", "--allow-run-as-root", "-np", str(ranks), "-bind-to", "none", "python", spec.script],
+        spec, where, role="launcher", container="launcher", gpus=False,
+        command=in_job_dir(["mpirun", "--allow-run-as-root", "-np", str(ranks), "-bind-to", "none", "python", spec.script]),
     )
-    worker = pod_template(spec, where, container="worker", command=["/usr/sbin/sshd", "-De"])
+    worker = pod_template(spec, where, role="worker", container="worker", command=["/usr/sbin/sshd", "-De"])
     return {
         "apiVersion": MPIJOB.api_version,
         "kind": MPIJOB.kind,
@@ -217,7 +283,7 @@ def make_mpijob(spec: JobSpec, where: Placement) -> dict:
 
 
 def make_batch_job(spec: JobSpec, where: Placement) -> dict:
-    template = pod_template(spec, where, container="main", command=["python", spec.script])
+    template = pod_template(spec, where, role="main", container="main", command=in_job_dir(["python", spec.script]))
     template["spec"]["restartPolicy"] = "Never"
     job_spec = {"backoffLimit": 0, "ttlSecondsAfterFinished": where.ttl_seconds_after_finished, "template": template}
     if where.gang.scheduler == "kueue":
@@ -232,5 +298,5 @@ BUILDERS = {"pytorch": make_pytorchjob, "tensorflow": make_tfjob, "mpi": make_mp
 
 
 def make_training_job(spec: JobSpec, where: Placement) -> dict:
-    """The object for ``spec.framework``."""
+    """The object for ``spec.framework`` in its default kind (TrainJob: see :mod:`.trainjob`)."""
     return BUILDERS[spec.framework](spec, where)

@@ -1,0 +1,489 @@
+"""``KubernetesBackend``: training jobs as Kubeflow objects, observed through a watch cache.
+
+- **Kinds.** Each framework runs as one kind: PyTorch DDP as ``PyTorchJob``
+  (Kubeflow training operator) or ``TrainJob`` (Kubeflow Trainer, with a
+  ``TrainingRuntime`` per project, see :mod:`jupyter_kubeai.kube.trainjob`),
+  TensorFlow as ``TFJob``, MPI as ``MPIJob`` (kubeflow.org/v2beta1), a
+  single process as a batch ``Job``. Which ones the cluster serves is
+  discovered from the API at start (and again before refusing a
+  submission); ``kinds`` forces one.
+- **Placement.** The same mounts as the notebook (the storage settings of
+  :class:`~jupyter_kubeai.kube.settings.KubeSettings`), the catalog image
+  and size, GPU tolerations, the project's resource pool (node affinity),
+  GPU packing (pod affinity), and gang scheduling by Volcano or Kueue with a
+  queue per project.
+- **Observing.** One list+watch per resource (each job kind in use, pods,
+  events) in the namespace (:mod:`jupyter_kubeai.kube.watch`); status,
+  replicas and events are answered from memory with no API request.
+- **Cleaning.** Finished objects carry ``ttlSecondsAfterFinished`` and the
+  backend also deletes finished objects older than the TTL itself (TrainJob
+  and batch operators do not all honour it); the service keeps the record,
+  and the job folder keeps the outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+
+from traitlets import CaselessStrEnum, Dict, Float, Int, Unicode, default, validate
+
+from ..errors import Conflict, InvalidInput, NotFound, Unavailable
+from ..jobs.snapshot import JOBS_FOLDER
+from ..jobs.spec import JobSpec
+from ..jobs.status import JobEvent, JobStatus
+from ..kube.client import EVENT, POD, ApiError, KubeClient, path_for
+from ..kube.jobstate import failed_replica, job_events, job_status, replica_name, timestamp
+from ..kube.settings import KubeSettings
+from ..kube.training import (
+    BATCHJOB,
+    LABEL_JOB,
+    MANAGED_BY,
+    MPIJOB,
+    PYTORCHJOB,
+    TFJOB,
+    GangScheduling,
+    Kind,
+    Placement,
+    ResourcePools,
+    make_batch_job,
+    make_mpijob,
+    make_pytorchjob,
+    make_tfjob,
+)
+from ..kube.trainjob import TRAININGRUNTIME, TRAINJOB, make_training_runtime, make_trainjob
+from ..kube.watch import Reflector
+from ..naming import slug
+from ..store.jobs import JobRecord
+from .base import JobBackend
+
+#: Every kind the backend can create: name -> (kind, builder, what to install when it is missing).
+KINDS = {
+    "PyTorchJob": (PYTORCHJOB, make_pytorchjob, "the Kubeflow training operator (kubeflow.org/v1 PyTorchJob)"),
+    "TrainJob": (TRAINJOB, make_trainjob, "Kubeflow Trainer (trainer.kubeflow.org/v1alpha1 TrainJob)"),
+    "TFJob": (TFJOB, make_tfjob, "the Kubeflow training operator (kubeflow.org/v1 TFJob)"),
+    "MPIJob": (MPIJOB, make_mpijob, "the MPI operator (kubeflow.org/v2beta1 MPIJob)"),
+    "Job": (BATCHJOB, make_batch_job, "the batch/v1 Job API"),
+}
+#: framework -> the kinds it can run as, the preferred first.
+FRAMEWORK_KINDS = {"pytorch": ("PyTorchJob", "TrainJob"), "tensorflow": ("TFJob",), "mpi": ("MPIJob",), "single": ("Job",)}
+MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+_SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+class KubernetesBackend(KubeSettings, JobBackend):
+    """Training jobs in one namespace of the cluster the hub service runs in."""
+
+    name = "kubernetes"
+
+    namespace = Unicode(
+        config=True,
+        help="""Namespace the training jobs, their pods and the TrainingRuntimes live in.
+        Default: the service's own namespace when it runs in a pod, else ``default``.
+        It must hold the shared PVC (``share_claim_name``).""",
+    )
+
+    @default("namespace")
+    def _default_namespace(self):
+        try:
+            with open(_SA_NAMESPACE) as f:
+                return f.read().strip()
+        except OSError:
+            return os.environ.get("POD_NAMESPACE", "default")
+
+    kinds = Dict(
+        config=True,
+        help="""Force the kind a framework runs as, e.g. ``{"pytorch": "TrainJob"}``.
+
+        Frameworks: ``pytorch`` (``PyTorchJob`` or ``TrainJob``), ``tensorflow``
+        (``TFJob``), ``mpi`` (``MPIJob``), ``single`` (``Job``). By default the
+        kind is discovered from the API at start: PyTorch prefers ``PyTorchJob``
+        and falls back to ``TrainJob``. A forced kind the cluster lacks makes
+        submissions of that framework fail with a message naming the operator.""",
+    )
+
+    @validate("kinds")
+    def _validate_kinds(self, proposal):
+        for framework, kind in proposal["value"].items():
+            if kind not in FRAMEWORK_KINDS.get(framework, ()):
+                allowed = {f: list(k) for f, k in FRAMEWORK_KINDS.items()}
+                raise ValueError(f"kinds[{framework!r}] = {kind!r} is not one of {allowed}")
+        return proposal["value"]
+
+    gang_scheduler = CaselessStrEnum(
+        ["none", "volcano", "kueue"],
+        "none",
+        config=True,
+        help="""Gang scheduling, so all pods of a job start together or not at all.
+
+        ``volcano``: pods use the Volcano scheduler and the operator makes a
+        PodGroup with ``minMember`` = the job's pods, in the queue of
+        ``queue_template``. ``kueue``: jobs carry ``kueue.x-k8s.io/queue-name``
+        (a LocalQueue in ``namespace``) and are created suspended until Kueue
+        admits them (shown as Pending, "waiting for Kueue admission").
+        ``none`` (default): the default scheduler.""",
+    )
+    queue_template = Unicode(
+        "{project}",
+        config=True,
+        help="""The Volcano queue or Kueue LocalQueue of a project's jobs; ``{project}`` is the
+        project's (hub group's) slug. Personal jobs use ``personal_queue``.""",
+    )
+    personal_queue = Unicode("default", config=True, help="""Queue of personal jobs (submitted under no project).""")
+    priority_class = Unicode("", config=True, help="""PriorityClass of the jobs' pods with Volcano (``""``: none).""")
+
+    ttl_seconds_after_finished = Int(
+        7 * 24 * 3600,
+        config=True,
+        help="""Seconds a finished job's object and pods stay (for logs and events) before they
+        are deleted: set as ``ttlSecondsAfterFinished`` on the objects, and enforced by the
+        backend every ``cleanup_interval`` seconds. The job's record and its folder (outputs,
+        snapshot) stay.""",
+    )
+    cleanup_interval = Float(300, config=True, help="""Seconds between two sweeps for finished objects older than the TTL.""")
+
+    pool_label = Unicode(
+        "",
+        config=True,
+        help="""Node label naming each node's resource pool (e.g. ``kubeai.jupyter.org/pool``).
+        When set, a project's job pods require nodes whose label is the project's pool
+        (``project_pools``, default: the project's slug). ``""`` (default): no pool affinity.""",
+    )
+    project_pools = Dict(config=True, help="""project (hub group) -> pool name, where it differs from the project's slug.""")
+    personal_pool = Unicode("", config=True, help="""Pool of personal jobs (``""``: any node).""")
+    pack_gpu_workers = Unicode(
+        "",
+        config=True,
+        help="""Topology key GPU pods of one job prefer to share (a preferred pod affinity),
+        e.g. ``kubernetes.io/hostname`` (same node) or a rack/zone label; ``""``: no packing.""",
+    )
+    user_pvc_name_template = Unicode(
+        "claim-{username}",
+        config=True,
+        help="""With ``user_pvc``: the name of the owner's home PVC, as the spawner names it
+        (``{username}``: the owner's slug). Keep it equal to the spawner's ``pvc_name_template``.""",
+    )
+    watch_timeout = Int(300, config=True, help="""Seconds a watch request lasts before it is renewed (``timeoutSeconds``).""")
+    max_events = Int(5000, config=True, help="""Events kept in memory for the namespace (the oldest are dropped).""")
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.client: KubeClient | None = None
+        self.available: set[str] = set()  # kind names the cluster serves
+        self.reflectors: dict[str, Reflector] = {}  # kind name, "pods", "events"
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        self._cleaner: asyncio.Task | None = None
+        self._cancelled: set[str] = set()
+        self._failure_tails: dict[str, str] = {}
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._started:
+                return
+            self.client = self.client or await KubeClient.connect()
+            await self.discover()
+            await self._reflector("pods", POD, label_selector=MANAGED_SELECTOR,
+                                  index=lambda pod: (pod["metadata"].get("labels") or {}).get(LABEL_JOB))
+            await self._reflector("events", EVENT, index=lambda e: (e.get("involvedObject") or {}).get("name"),
+                                  keep=lambda e: bool((e.get("involvedObject") or {}).get("name")), max_objects=self.max_events)
+            for framework in FRAMEWORK_KINDS:
+                kind = self.kind_for(framework)
+                if kind is not None:
+                    await self._reflector(kind, KINDS[kind][0], label_selector=MANAGED_SELECTOR)
+            if self.cleanup_interval > 0:
+                self._cleaner = asyncio.create_task(self._clean_forever())
+            self._started = True
+
+    async def stop(self) -> None:
+        if self._cleaner is not None:
+            self._cleaner.cancel()
+            await asyncio.gather(self._cleaner, return_exceptions=True)
+            self._cleaner = None
+        for reflector in self.reflectors.values():
+            await reflector.stop()
+        self.reflectors.clear()
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+        self._started = False
+
+    async def _reflector(self, key: str, kind: Kind, **options) -> Reflector:
+        if key not in self.reflectors:
+            self.reflectors[key] = Reflector(self.client, kind, self.namespace, timeout_seconds=self.watch_timeout, **options)
+            await self.reflectors[key].start()
+        return self.reflectors[key]
+
+    async def discover(self) -> set[str]:
+        """Ask the API which job kinds it serves (one request per API group version)."""
+        found = {"Job"}
+        by_group: dict[tuple[str, str], list[str]] = {}
+        for name, (kind, _, _) in KINDS.items():
+            if kind.group != "batch":
+                by_group.setdefault((kind.group, kind.version), []).append(name)
+        for (group, version), names in by_group.items():
+            served = await self.client.group_version_resources(group, version)
+            found.update(name for name in names if KINDS[name][0].plural in served)
+        if found != self.available:
+            self.log.info("Training kinds served by the cluster: %s", ", ".join(sorted(found)))
+        self.available = found
+        return found
+
+    def kind_for(self, framework: str) -> str | None:
+        """The kind name ``framework`` runs as here, or None when the cluster has none of its kinds."""
+        forced = self.kinds.get(framework)
+        if forced:
+            return forced if forced in self.available else None
+        return next((k for k in FRAMEWORK_KINDS[framework] if k in self.available), None)
+
+    # --- submitting --------------------------------------------------------------------------------
+
+    def job_dir(self, owner: str, job_id: str) -> str:
+        return f"{self.home_mount_path.rstrip('/')}/{JOBS_FOLDER}/{job_id}"
+
+    def placement(self, owner: str, project: str | None) -> Placement:
+        """The cluster settings as the builders take them, for one owner and project."""
+        queue = self.queue_template.format(project=slug(project)) if project else self.personal_queue
+        scheduler = "" if self.gang_scheduler == "none" else self.gang_scheduler
+        return Placement(
+            storage=self.make_storage_config(self.user_pvc_name_template.format(username=slug(owner))),
+            gpu=self.gpu_scheduling,
+            gang=GangScheduling(scheduler=scheduler, queue=queue if scheduler else "", priority_class=self.priority_class),
+            ttl_seconds_after_finished=self.ttl_seconds_after_finished,
+            pools=ResourcePools(label=self.pool_label, pools=tuple(sorted(self.project_pools.items())),
+                                personal=self.personal_pool),
+            pack_topology_key=self.pack_gpu_workers,
+        )
+
+    async def submit(self, spec: JobSpec) -> dict:
+        await self.start()
+        name = self.kind_for(spec.framework)
+        if name is None:
+            await self.discover()  # an operator installed since the start
+            name = self.kind_for(spec.framework)
+        if name is None:
+            wanted = self.kinds.get(spec.framework) or FRAMEWORK_KINDS[spec.framework][0]
+            operators = " or ".join(KINDS[k][2] for k in ((wanted,) if spec.framework in self.kinds else FRAMEWORK_KINDS[spec.framework]))
+            raise InvalidInput(
+                f"This cluster cannot run {spec.framework} jobs: {operators} is not installed. "
+                "Ask a cluster admin to install it, or pick another framework.",
+                reason="operator_missing",
+            )
+        kind, build, _ = KINDS[name]
+        where = self.placement(spec.owner, spec.project)
+        reflector = await self._reflector(name, kind, label_selector=MANAGED_SELECTOR)
+        try:
+            if kind is TRAINJOB:
+                await self._ensure_runtime(make_training_runtime(spec.project, where))
+            created = await self.client.create(kind, self.namespace, build(spec, where))
+        except ApiError as e:
+            if e.status == 409:
+                raise Conflict(f"A {name} named {spec.job_id!r} exists already in the cluster.") from None
+            if e.status in (400, 422):
+                raise InvalidInput(f"The cluster refused the {name}: {e.message}") from None
+            raise Unavailable(f"The cluster did not accept the job ({e.status} {e.reason}): {e.message}") from None
+        reflector.upsert(created)
+        return {"kind": name, "api_version": kind.api_version, "namespace": self.namespace, "name": spec.job_id}
+
+    async def _ensure_runtime(self, runtime: dict) -> None:
+        """Create the project's TrainingRuntime, or update it where the settings changed."""
+        kind, name = TRAININGRUNTIME, runtime["metadata"]["name"]
+        try:
+            current = await self.client.get(kind, self.namespace, name)
+        except ApiError as e:
+            if e.status != 404:
+                raise
+            try:
+                await self.client.create(kind, self.namespace, runtime)
+            except ApiError as e:
+                if e.status != 409:  # 409: another submission made it meanwhile
+                    raise
+            return
+        if current.get("spec") != runtime["spec"] or (current["metadata"].get("labels") or {}) != runtime["metadata"]["labels"]:
+            runtime = {**runtime, "metadata": {**runtime["metadata"], "resourceVersion": current["metadata"].get("resourceVersion")}}
+            await self.client.replace(kind, self.namespace, name, runtime)
+
+    # --- observing (from the cache: no API requests) ----------------------------------------------
+
+    def _ref(self, record: JobRecord) -> tuple[str, str]:
+        ref = record.spec.get("backend") or {}
+        return ref.get("kind") or (FRAMEWORK_KINDS.get(record.framework) or ("",))[0], ref.get("name") or record.job_id
+
+    def _pods(self, name: str) -> list[dict]:
+        reflector = self.reflectors.get("pods")
+        return reflector.indexed(name) if reflector else []
+
+    def _events(self, name: str, pods: list[dict]) -> list[dict]:
+        reflector = self.reflectors.get("events")
+        if reflector is None:
+            return []
+        found = [e for e in reflector.indexed(name) if (e.get("involvedObject") or {}).get("kind") != "Pod"]
+        for pod in pods:
+            found.extend(reflector.indexed(pod["metadata"]["name"]))
+        return found
+
+    def _kept(self, record: JobRecord) -> JobStatus:
+        return JobStatus(record.state, record.reason, started=record.started, finished=record.finished)
+
+    async def status(self, record: JobRecord) -> JobStatus:
+        await self.start()
+        kind, name = self._ref(record)
+        reflector = self.reflectors.get(kind)
+        if reflector is None:
+            if not record.active:
+                return self._kept(record)
+            return JobStatus("Failed", f"The cluster no longer serves {kind}: {KINDS.get(kind, (None, None, kind))[2]} "
+                                       "is not installed, so the job cannot be followed.", finished=time.time())
+        obj = reflector.get(name)
+        if obj is None:
+            if not reflector.synced.is_set() or not record.active:
+                return self._kept(record)
+            if name in self._cancelled:
+                return JobStatus("Cancelled", "Cancelled.", started=record.started, finished=time.time())
+            last = reflector.gone.get(name)
+            if last is not None:
+                ended = job_status(last, [], [])
+                if not ended.active:
+                    return ended
+            return JobStatus("Failed", f"The job's {kind} was deleted outside jupyter_kubeai (by a cluster admin or "
+                                       "another tool) before it ended.", started=record.started, finished=time.time())
+        pods = self._pods(name)
+        status = job_status(obj, pods, self._events(name, pods))
+        if status.state == "Failed":
+            tail = await self._failure_tail(name, pods)
+            if tail:
+                status = JobStatus("Failed", f"{status.reason}\n{tail}", status.exit_code, status.started, status.finished)
+        return status
+
+    async def _failure_tail(self, name: str, pods: list[dict]) -> str:
+        """The last lines of the failed replica's log, fetched once per job (a failure is rare),
+        unless its termination message already says what happened."""
+        if name in self._failure_tails:
+            return self._failure_tails[name]
+        pod, terminated = failed_replica(pods)
+        tail = ""
+        if pod is not None and not terminated.get("message"):
+            try:
+                tail = await self.client.text(_log_path(self.namespace, pod["metadata"]["name"]),
+                                              query={"container": _container(pod), "tailLines": "20"})
+            except ApiError:
+                tail = ""
+        self._failure_tails[name] = tail.strip()
+        return self._failure_tails[name]
+
+    async def replicas(self, record: JobRecord) -> list[str]:
+        await self.start()
+        return sorted(replica_name(pod) for pod in self._pods(self._ref(record)[1]))
+
+    async def events(self, record: JobRecord) -> list[JobEvent]:
+        await self.start()
+        name = self._ref(record)[1]
+        pods = self._pods(name)
+        return job_events(self._events(name, pods), {p["metadata"]["name"]: replica_name(p) for p in pods})
+
+    def _pod_for(self, record: JobRecord, replica: str) -> dict:
+        for pod in self._pods(self._ref(record)[1]):
+            if replica_name(pod) == replica:
+                return pod
+        raise NotFound(
+            f"Job {record.job_id!r} has no replica {replica!r} now. Its pods are deleted "
+            f"{self.ttl_seconds_after_finished}s after it ends; its outputs stay in {record.job_dir}."
+        )
+
+    async def logs(self, record: JobRecord, replica: str) -> str:
+        await self.start()
+        pod = self._pod_for(record, replica)
+        try:
+            return await self.client.text(_log_path(self.namespace, pod["metadata"]["name"]), query={"container": _container(pod)})
+        except ApiError as e:
+            if e.status == 400:  # the container has not started yet: nothing logged
+                return ""
+            if e.status == 404:
+                raise NotFound(f"Replica {replica!r} of job {record.job_id!r} is gone.") from None
+            raise Unavailable(f"The cluster did not give the log ({e.status}): {e.message}") from None
+
+    async def follow_logs(self, record: JobRecord, replica: str, poll: float = 0.5) -> AsyncIterator[str]:
+        """The API's own follow (``follow=true``), once the replica's container has started."""
+        await self.start()
+        pods = self.reflectors["pods"]
+        while True:
+            pod = self._pod_for(record, replica)
+            if (pod.get("status") or {}).get("phase") != "Pending":
+                break
+            if not (await self.status(record)).active:
+                return
+            await pods.wait_for_change(poll)
+        query = {"container": _container(pod), "follow": "true"}
+        try:
+            async for line in self.client.stream(_log_path(self.namespace, pod["metadata"]["name"]), query=query):
+                yield line.decode("utf-8", errors="replace")
+        except ApiError as e:
+            if e.status != 400:
+                raise Unavailable(f"The cluster did not give the log ({e.status}): {e.message}") from None
+
+    # --- stopping and cleaning ---------------------------------------------------------------------
+
+    async def _delete(self, kind: str, name: str) -> bool:
+        """Delete the job object and its pods; True if anything was there."""
+        deleted = False
+        try:
+            await self.client.delete(KINDS[kind][0], self.namespace, name)
+            deleted = True
+        except ApiError as e:
+            if e.status != 404:
+                raise Unavailable(f"The cluster did not delete the {kind} ({e.status}): {e.message}") from None
+        # The operators' own pod cleanup is not relied on (cleanPodPolicy None keeps pods for logs).
+        gone = await self.client.delete_collection(POD, self.namespace, f"{MANAGED_SELECTOR},{LABEL_JOB}={name}")
+        return deleted or bool(gone.get("items"))
+
+    async def cancel(self, record: JobRecord) -> bool:
+        await self.start()
+        kind, name = self._ref(record)
+        if kind not in KINDS:
+            return False
+        self._cancelled.add(name)
+        return await self._delete(kind, name)
+
+    async def cleanup(self, record: JobRecord) -> None:
+        await self.start()
+        kind, name = self._ref(record)
+        if kind in KINDS:
+            await self._delete(kind, name)
+
+    async def collect_garbage(self, now: float | None = None) -> list[str]:
+        """Delete finished job objects (and pods) older than the TTL; returns their names."""
+        now = time.time() if now is None else now
+        removed = []
+        for kind in KINDS:
+            reflector = self.reflectors.get(kind)
+            for name, obj in list(reflector.objects.items()) if reflector else []:
+                pods = self._pods(name)
+                status = job_status(obj, pods, [])
+                ended = status.finished or timestamp((obj.get("metadata") or {}).get("creationTimestamp"))
+                if not status.active and ended is not None and now - ended > self.ttl_seconds_after_finished:
+                    await self._delete(kind, name)
+                    removed.append(name)
+        return removed
+
+    async def _clean_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.cleanup_interval)
+            try:
+                removed = await self.collect_garbage()
+                if removed:
+                    self.log.info("Deleted finished jobs past their TTL: %s", ", ".join(removed))
+            except Exception:
+                self.log.exception("Cleaning finished jobs failed; trying again later.")
+
+
+def _log_path(namespace: str, pod: str) -> str:
+    return path_for(POD, namespace, pod, "log")
+
+
+def _container(pod: dict) -> str:
+    return pod["spec"]["containers"][0]["name"]
+

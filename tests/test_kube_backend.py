@@ -1,0 +1,294 @@
+"""KubernetesBackend against the HTTP-level fake API (tests/kubefake.py); the tests play the operators."""
+
+import asyncio
+import time
+
+import pytest
+from test_training_objects import job
+
+from jupyter_kubeai.backends.kubernetes import KubernetesBackend
+from jupyter_kubeai.errors import InvalidInput, NotFound
+from jupyter_kubeai.store.jobs import JobRecord
+
+from k8s_schema import validate_core, validate_custom
+
+NS = "jobs"
+PYTORCHJOBS = "kubeflow.org/v1/pytorchjobs"
+KUBEFLOW = {
+    PYTORCHJOBS: "PyTorchJob",
+    "kubeflow.org/v1/tfjobs": "TFJob",
+    "kubeflow.org/v2beta1/mpijobs": "MPIJob",
+    "trainer.kubeflow.org/v1alpha1/trainjobs": "TrainJob",
+    "trainer.kubeflow.org/v1alpha1/trainingruntimes": "TrainingRuntime",
+}
+
+
+def install(kube, *missing):
+    for resource, kind in KUBEFLOW.items():
+        if kind not in missing:
+            kube.serve_kind(resource, kind)
+
+
+@pytest.fixture
+async def make_backend(kube):
+    backends = []
+
+    async def make(missing=(), **traits):
+        install(kube, *missing)
+        backend = KubernetesBackend(namespace=NS, cleanup_interval=0, **traits)
+        await backend.start()
+        backends.append(backend)
+        return backend
+
+    yield make
+    for backend in backends:
+        await backend.stop()
+
+
+def record(spec, ref, state="Pending"):
+    return JobRecord(job_id=spec.job_id, owner=spec.owner, project=spec.project, framework=spec.framework,
+                     backend="kubernetes", state=state, reason="", job_dir=spec.job_dir, spec={"backend": ref},
+                     gpus=spec.total_gpus, created=time.time())
+
+
+def play_operator(kube, obj):
+    """What the training operator does: one pod per replica, from the templates, labelled by index."""
+    replicas = obj["spec"]["pytorchReplicaSpecs"]
+    for role, replica in replicas.items():
+        for index in range(replica["replicas"]):
+            template = replica["template"]
+            labels = {**template["metadata"]["labels"], "training.kubeflow.org/replica-index": str(index),
+                      "training.kubeflow.org/replica-type": role.lower()}
+            kube.create("pods", {"metadata": {"name": f"{obj['metadata']['name']}-{role.lower()}-{index}",
+                                              "labels": labels}, "spec": template["spec"]}, NS)
+
+
+def set_conditions(kube, name, *types, resource=PYTORCHJOBS, **status):
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    conditions = [{"type": t, "status": "True", "reason": t, "message": msg, "lastTransitionTime": now}
+                  for t, msg in (x if isinstance(x, tuple) else (x, "") for x in types)]
+    kube.patch(resource, NS, name, {"status": {"conditions": conditions, **status}}, subresource="status")
+
+
+async def until(backend, rec, state, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while (status := await backend.status(rec)).state != state:
+        assert time.monotonic() < deadline, f"still {status} after {timeout}s"
+        await asyncio.sleep(0.02)
+    return status
+
+
+async def test_submit_watch_transitions_replicas_and_logs(kube, make_backend):
+    backend = await make_backend()
+    spec = job("pytorch", workers=2, job_dir=backend.job_dir("alice", "train-mnist-1a2b"))
+    ref = await backend.submit(spec)
+    assert ref == {"kind": "PyTorchJob", "api_version": "kubeflow.org/v1", "namespace": NS, "name": spec.job_id}
+    obj = kube.get(PYTORCHJOBS, NS, spec.job_id)
+    validate_custom({k: v for k, v in obj.items() if k != "status"} | {"metadata": {"name": spec.job_id}})
+    assert spec.job_dir == "/home/jovyan/.kubeai/jobs/train-mnist-1a2b"
+    rec = record(spec, ref)
+    assert (await backend.status(rec)).state == "Pending"
+
+    set_conditions(kube, spec.job_id, "Created")
+    play_operator(kube, obj)
+    status = await until(backend, rec, "Running")  # the pods run (the fake kubelet)
+    assert await backend.replicas(rec) == ["master-0", "worker-0"]
+    kube.write_log(NS, f"{spec.job_id}-master-0", "epoch 1 loss 0.5\n")
+    assert await backend.logs(rec, "master-0") == "epoch 1 loss 0.5\n"
+    with pytest.raises(NotFound):
+        await backend.logs(rec, "worker-7")
+
+    set_conditions(kube, spec.job_id, "Created", "Running", "Succeeded",
+                   startTime="2026-01-01T00:00:00Z", completionTime="2026-01-01T00:10:00Z")
+    status = await until(backend, rec, "Succeeded")
+    assert status.finished - status.started == 600
+    events = await backend.events(rec)
+    assert {"Scheduled", "Started"} <= {e.reason for e in events}
+    assert any(e.source == "master-0" for e in events)
+
+
+async def test_a_failed_job_says_which_replica_failed_and_why(kube, make_backend):
+    backend = await make_backend()
+    spec = job("pytorch", workers=2)
+    rec = record(spec, await backend.submit(spec))
+    play_operator(kube, kube.get(PYTORCHJOBS, NS, spec.job_id))
+    await until(backend, rec, "Running")
+    kube.write_log(NS, f"{spec.job_id}-worker-0", "Traceback...\nZeroDivisionError: division by zero\n")
+    kube.kubelet.terminate(NS, f"{spec.job_id}-worker-0", exit_code=1)
+    set_conditions(kube, spec.job_id, ("Failed", "PyTorchJob train-mnist-1a2b is failed because 1 Worker replica(s) failed."))
+    status = await until(backend, rec, "Failed")
+    assert status.exit_code == 1
+    assert "1 Worker replica(s) failed" in status.reason
+    assert "worker-0 exited with code 1" in status.reason
+    assert "ZeroDivisionError" in status.reason  # the last lines of its log, fetched once
+    calls = len(kube.calls)
+    await backend.status(rec)
+    assert len(kube.calls) == calls
+
+
+async def test_unschedulable_pods_show_as_the_pending_reason_and_in_events(kube, make_backend):
+    backend = await make_backend()
+    kube.kubelet.set_mode("unschedulable")
+    spec = job("pytorch", "gpu", workers=1)
+    rec = record(spec, await backend.submit(spec))
+    play_operator(kube, kube.get(PYTORCHJOBS, NS, spec.job_id))
+    deadline = time.monotonic() + 5
+    while not (status := await backend.status(rec)).reason.startswith("Unschedulable:"):
+        assert time.monotonic() < deadline, status
+        await asyncio.sleep(0.02)
+    assert status.state == "Pending" and "Insufficient cpu" in status.reason
+    events = await backend.events(rec)
+    warning = next(e for e in events if e.reason == "FailedScheduling")
+    assert warning.type == "Warning" and warning.message.startswith("Unschedulable: 0/1 nodes")
+    assert warning.source == "master-0"
+    assert await backend.logs(rec, "master-0") == ""  # not started: nothing logged yet
+
+
+async def test_kueue_jobs_wait_for_admission(kube, make_backend):
+    backend = await make_backend(gang_scheduler="kueue")
+    spec = job("pytorch", workers=1)
+    rec = record(spec, await backend.submit(spec))
+    obj = kube.get(PYTORCHJOBS, NS, spec.job_id)
+    assert obj["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "vision"
+    assert obj["spec"]["runPolicy"]["suspend"] is True
+    status = await backend.status(rec)
+    assert (status.state, status.reason) == ("Pending", "waiting for Kueue admission")
+
+
+async def test_a_missing_operator_refuses_the_submission_and_creates_nothing(kube, make_backend):
+    backend = await make_backend(missing=("MPIJob",))
+    before = len(kube.calls)
+    with pytest.raises(InvalidInput, match="the MPI operator .kubeflow.org/v2beta1 MPIJob. is not installed") as e:
+        await backend.submit(job("mpi", workers=2))
+    assert e.value.status == 400
+    assert not kube.find_calls("create", calls=kube.calls[before:])
+    assert not kube.list("kubeflow.org/v2beta1/mpijobs", NS)
+
+
+async def test_pytorch_falls_back_to_trainjob_and_a_forced_kind_wins(kube, make_backend):
+    backend = await make_backend(missing=("PyTorchJob",))
+    assert backend.kind_for("pytorch") == "TrainJob"
+    forced = await make_backend(kinds={"pytorch": "TrainJob"})
+    assert forced.kind_for("pytorch") == "TrainJob"
+    spec = job("pytorch", workers=4)
+    ref = await forced.submit(spec)
+    assert ref["kind"] == "TrainJob"
+    trainjob = kube.get("trainer.kubeflow.org/v1alpha1/trainjobs", NS, spec.job_id)
+    runtime = kube.get("trainer.kubeflow.org/v1alpha1/trainingruntimes", NS, "kubeai-project-vision")
+    for obj in (trainjob, runtime):
+        validate_custom({"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": {"name": obj["metadata"]["name"]},
+                         "spec": obj["spec"]})
+    # A second submission reuses the runtime as it is; changed settings update it.
+    await forced.submit(job("pytorch", job_id="second-job"))
+    assert not kube.find_calls("update", "trainer.kubeflow.org/v1alpha1/trainingruntimes")
+    forced.ttl_seconds_after_finished = 60
+    await forced.submit(job("pytorch", job_id="third-job"))
+    assert len(kube.find_calls("update", "trainer.kubeflow.org/v1alpha1/trainingruntimes")) == 1
+    with pytest.raises(Exception, match="is not one of"):
+        KubernetesBackend(kinds={"mpi": "TrainJob"})
+
+
+async def test_cancel_deletes_the_job_object_and_its_pods(kube, make_backend):
+    backend = await make_backend()
+    spec = job("pytorch", workers=3)
+    rec = record(spec, await backend.submit(spec))
+    play_operator(kube, kube.get(PYTORCHJOBS, NS, spec.job_id))
+    await until(backend, rec, "Running")
+    assert await backend.cancel(rec) is True
+    assert kube.get(PYTORCHJOBS, NS, spec.job_id) is None
+    assert kube.list("pods", NS, labels=f"kubeai.jupyter.org/job={spec.job_id}") == []
+    assert (await until(backend, rec, "Cancelled")).state == "Cancelled"
+    assert await backend.cancel(rec) is False
+
+
+async def test_finished_objects_past_the_ttl_are_deleted_and_the_status_stays(kube, make_backend):
+    backend = await make_backend(ttl_seconds_after_finished=3600)
+    old, new = job("pytorch", job_id="old-job"), job("pytorch", job_id="new-job")
+    recs = [record(s, await backend.submit(s)) for s in (old, new)]
+    set_conditions(kube, "old-job", "Succeeded", completionTime="2020-01-01T00:00:00Z")
+    set_conditions(kube, "new-job", "Succeeded", completionTime=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    kube.create("pods", {"metadata": {"name": "old-job-master-0", "labels": {
+        "app.kubernetes.io/managed-by": "jupyter-kubeai", "kubeai.jupyter.org/job": "old-job"}},
+        "spec": {"containers": [{"name": "pytorch", "image": "x"}]}}, NS)
+    await until(backend, recs[0], "Succeeded")
+    await until(backend, recs[1], "Succeeded")
+    assert await backend.collect_garbage() == ["old-job"]
+    assert kube.get(PYTORCHJOBS, NS, "old-job") is None and kube.get("pods", NS, "old-job-master-0") is None
+    assert kube.get(PYTORCHJOBS, NS, "new-job") is not None
+    # Its record was still active (the service had not looked yet): it ended Succeeded, not "vanished".
+    assert (await until(backend, recs[0], "Succeeded")).state == "Succeeded"
+
+
+async def test_an_object_deleted_behind_our_back_fails_the_job_with_the_reason(kube, make_backend):
+    backend = await make_backend()
+    spec = job("pytorch")
+    rec = record(spec, await backend.submit(spec), state="Running")
+    kube.delete(PYTORCHJOBS, NS, spec.job_id)
+    status = await until(backend, rec, "Failed")
+    assert "deleted outside jupyter_kubeai" in status.reason
+
+
+async def test_status_replicas_and_events_make_no_api_requests(kube, make_backend):
+    backend = await make_backend()
+    spec = job("pytorch", workers=2)
+    rec = record(spec, await backend.submit(spec))
+    play_operator(kube, kube.get(PYTORCHJOBS, NS, spec.job_id))
+    await until(backend, rec, "Running")
+    before = kube.tally()
+    await asyncio.gather(*(backend.status(rec) for _ in range(200)), *(backend.replicas(rec) for _ in range(50)),
+                         *(backend.events(rec) for _ in range(50)))
+    after = kube.tally()
+    assert after == before, after - before
+
+
+async def test_the_watch_lists_again_after_410_gone(kube, make_backend):
+    backend = await make_backend(watch_timeout=1)
+    jobs = backend.reflectors["PyTorchJob"]
+    assert jobs.lists == 1
+    spec = job("pytorch")
+    kube.create(PYTORCHJOBS, {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {
+        "name": spec.job_id, "labels": {"app.kubernetes.io/managed-by": "jupyter-kubeai"}}, "spec": {}}, NS)
+    await kube.wait_for(lambda: jobs.get(spec.job_id) is not None, timeout=5)
+    # Other objects change, then the history is compacted: the watch's next resume is too old.
+    kube.create("configmaps", {"metadata": {"name": "unrelated"}}, NS)
+    kube.compact()
+    await kube.wait_for(lambda: jobs.lists >= 2, timeout=5)
+    assert jobs.get(spec.job_id) is not None
+    assert len(kube.find_calls("list", PYTORCHJOBS)) == 2
+
+
+async def test_follow_logs_streams_until_the_replica_ends(kube, make_backend):
+    backend = await make_backend()
+    spec = job("pytorch")
+    rec = record(spec, await backend.submit(spec))
+    play_operator(kube, kube.get(PYTORCHJOBS, NS, spec.job_id))
+    await until(backend, rec, "Running")
+    pod = f"{spec.job_id}-master-0"
+    kube.write_log(NS, pod, "step 1\n")
+    seen = []
+
+    async def follow():
+        async for chunk in backend.follow_logs(rec, "master-0"):
+            seen.append(chunk)
+
+    task = asyncio.create_task(follow())
+    await kube.wait_for(lambda: "".join(seen) == "step 1\n")
+    kube.write_log(NS, pod, "step 2\n")
+    await kube.wait_for(lambda: "".join(seen) == "step 1\nstep 2\n")
+    kube.kubelet.terminate(NS, pod)
+    await asyncio.wait_for(task, 5)
+    assert len(kube.find_calls("get", "pods")) >= 1
+
+
+@pytest.mark.parametrize("framework", ["tensorflow", "mpi", "single"])
+async def test_every_framework_is_created_as_its_kind(kube, make_backend, framework):
+    backend = await make_backend(gang_scheduler="volcano", pool_label="pool", pack_gpu_workers="kubernetes.io/hostname")
+    spec = job(framework, "gpu", 1 if framework == "single" else 4)
+    ref = await backend.submit(spec)
+    resource = {"tensorflow": "kubeflow.org/v1/tfjobs", "mpi": "kubeflow.org/v2beta1/mpijobs", "single": "batch/v1/jobs"}[framework]
+    obj = kube.get(resource, NS, spec.job_id)
+    body = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": {"name": spec.job_id,
+            "labels": obj["metadata"]["labels"]}, "spec": obj["spec"]}
+    (validate_core if framework == "single" else validate_custom)(body)
+    assert ref["kind"] == obj["kind"]
+    assert "pool" in str(obj["spec"]) and "volcano" in str(obj["spec"])
