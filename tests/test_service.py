@@ -294,3 +294,11 @@ async def test_me_tells_users_on_a_deprecated_image(service, hub):
                body=json.dumps({"image": "python:3.11", "deprecated": True, "replacement": "vision-lab"}))
     _, me = await call(service + "api/me", "alice-token")
     assert me["servers"][0]["notice"] == "Image 'base' is deprecated; restart your server to get 'vision-lab'."
+
+
+def test_help_documents_the_backends_settings():
+    from jupyter_kubeai.backends.kubernetes import KubernetesBackend
+    from jupyter_kubeai.backends.local import LocalBackend
+
+    classes = KubeAIService().classes
+    assert LocalBackend in classes and KubernetesBackend in classes

@@ -74,6 +74,15 @@ class KubeAIService(Application):
     version = __version__
     description = "The jupyter_kubeai hub service: catalog, jobs, models and services."
 
+    @property
+    def classes(self):
+        # For --help-all and config files: the backends' settings too.
+        from ..backends.kubernetes import KubernetesBackend
+        from ..backends.local import LocalBackend
+        from ..kube.settings import KubeSettings
+
+        return [KubeAIService, LocalBackend, KubernetesBackend, KubeSettings]
+
     @default("log_level")
     def _default_log_level(self):
         return logging.INFO
