@@ -12,9 +12,9 @@ import nbformat
 import pytest
 import requests
 import torch  # noqa: F401  (the torch extra must be there: fail, never skip)
+from test_e2e import wait_for_server
 
 from processes import LocalHub, processes_under, wait_for_http
-from test_e2e import wait_for_server
 
 pytestmark = pytest.mark.e2e
 
