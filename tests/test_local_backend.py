@@ -147,3 +147,18 @@ async def test_a_tensorflow_parameter_server_job_runs_chief_workers_and_ps(store
     assert "task ps 0" in await backend.logs(record, "ps-0")  # stopped once the training ended
     metrics = (Path(spec.job_dir) / "metrics.jsonl").read_text().splitlines()
     assert len(metrics) == 1  # the chief's only
+
+
+async def test_a_cancel_right_after_submitting_starts_nothing(store, tmp_path):
+    from processes import processes_under
+
+    backend = LocalBackend()
+    spec = submit(store, backend, tmp_path, "job-early", "print('started', flush=True)\nimport time\ntime.sleep(600)\n")
+    await backend.submit(spec)
+    assert await backend.cancel(store.get("job-early"))  # still Pending: the supervisor is starting
+    record = await wait_state(store, backend, "job-early", ("Cancelled", "Failed", "Succeeded"))
+    assert record.state == "Cancelled", record.reason
+    deadline = time.monotonic() + 15
+    while processes_under(Path(spec.job_dir)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_under(Path(spec.job_dir)) == []

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .status import JobStatus
-from .supervise import LOG_DIR, MAIN_LOG, STATE_FILE, tail
+from .supervise import CANCEL_FILE, LOG_DIR, MAIN_LOG, STATE_FILE, tail
 
 
 def pid_alive(pid: int) -> bool:
@@ -36,13 +36,24 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+SUPERVISOR_PID_FILE = "supervisor.pid"
+
+
+def _supervisor_pid(job_dir: Path) -> int | None:
+    try:
+        return int((job_dir / SUPERVISOR_PID_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 class LocalJobRunner:
     def start(self, job_dir: Path, command: list[str], env: dict[str, str] | None = None) -> None:
         """Start ``command`` in ``job_dir`` under a detached supervisor."""
         job_dir.mkdir(parents=True, exist_ok=True)
-        (job_dir / STATE_FILE).write_text(json.dumps({"state": "Pending", "started": time.time()}))
+        started = time.time()
+        (job_dir / STATE_FILE).write_text(json.dumps({"state": "Pending", "started": started}))
         with open(job_dir / "supervisor.log", "ab") as out:
-            subprocess.Popen(
+            supervisor = subprocess.Popen(
                 [sys.executable, "-m", "jupyter_kubeai.jobs.supervise", "--job-dir", str(job_dir), "--", *command],
                 cwd=job_dir,
                 env={**os.environ, **(env or {})},
@@ -52,6 +63,8 @@ class LocalJobRunner:
                 # Its own session: the job outlives whoever started it.
                 start_new_session=True,
             )
+        # For a cancel (or a vanishing) before the supervisor reports Running.
+        (job_dir / SUPERVISOR_PID_FILE).write_text(str(supervisor.pid))
 
     def status(self, job_dir: Path) -> JobStatus:
         try:
@@ -65,6 +78,13 @@ class LocalJobRunner:
             started=state.get("started"),
             finished=state.get("finished"),
         )
+        supervisor = _supervisor_pid(job_dir) if status.state == "Pending" else None
+        if supervisor is not None and not pid_alive(supervisor):
+            if (job_dir / CANCEL_FILE).exists():
+                return JobStatus("Cancelled", reason="Cancelled by its owner before it started.",
+                                 started=status.started, finished=time.time())
+            return JobStatus("Failed", reason="The job's supervisor ended before the job started; see supervisor.log.",
+                             started=status.started, finished=time.time())
         if status.state == "Running" and not pid_alive(state["pid"]):
             return JobStatus(
                 "Failed",
@@ -89,12 +109,17 @@ class LocalJobRunner:
             state = json.loads((job_dir / STATE_FILE).read_text())
         except FileNotFoundError:
             return False
-        if state.get("state") != "Running":
+        if state.get("state") == "Pending":
+            # Not running yet: the supervisor checks this file before and after starting the job.
+            (job_dir / CANCEL_FILE).touch()
+        elif state.get("state") != "Running":
             return False
-        try:
-            os.kill(state["pid"], signal.SIGTERM)
-        except ProcessLookupError:
-            return False
+        pid = state.get("pid") or _supervisor_pid(job_dir)
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         return True
 
     def log(self, job_dir: Path) -> str:

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 STATE_FILE = "state.json"
+#: Written by a cancel that came before the job was running; the supervisor then starts nothing.
+CANCEL_FILE = "cancel-requested"
 LOG_DIR = "logs"
 MAIN_LOG = "main.log"
 #: Where launchers that log per rank (torchrun --log_dir) put their rank logs.
@@ -69,6 +71,21 @@ def main(argv=None) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
     _become_subreaper()
+    cancelled = False
+    child: subprocess.Popen | None = None
+
+    def on_term(signum, frame):
+        nonlocal cancelled
+        cancelled = True
+        if child is not None:
+            _signal_group(child.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    if cancelled or (job_dir / CANCEL_FILE).exists():
+        write_state(job_dir, state="Cancelled", exit_code=None, started=started, finished=time.time(),
+                    reason="Cancelled by its owner before it started.")
+        return 0
 
     with open(log_path, "ab", buffering=0) as log:
         try:
@@ -78,15 +95,9 @@ def main(argv=None) -> int:
                         reason=f"The job's command could not start: {e}")
             return 1
         write_state(job_dir, state="Running", pid=os.getpid(), pgid=child.pid, started=started)
-        cancelled = False
-
-        def on_term(signum, frame):
-            nonlocal cancelled
+        if cancelled or (job_dir / CANCEL_FILE).exists():  # asked while the child was starting
             cancelled = True
             _signal_group(child.pid, signal.SIGTERM)
-
-        signal.signal(signal.SIGTERM, on_term)
-        signal.signal(signal.SIGINT, on_term)
         code = child.wait()
         # Ranks the command left behind (a crashed launcher's workers) go too.
         _stop_group(child.pid)
