@@ -37,6 +37,9 @@ ENV_MOUNTS = "KUBEAI_MOUNTS"
 ENV_IMAGE = "KUBEAI_IMAGE"
 ENV_PROFILE = "KUBEAI_PROFILE"
 
+#: Lets Lab open job outputs under the hidden ``.kubeai/`` folder.
+ALLOW_HIDDEN_ARG = "--ContentsManager.allow_hidden=True"
+
 
 def spawn_error(error: KubeAIError) -> web.HTTPError:
     """An HTTP error whose message the hub shows as it is on the spawn page."""
@@ -192,3 +195,12 @@ class KubeAISpawnerMixin(Configurable):
         env = super().get_env()
         env.update(self.kubeai_env())
         return env
+
+    def get_args(self):
+        args = super().get_args()
+        # Job folders live under the hidden ``.kubeai/jobs/<id>/`` of the
+        # user's home; the Jobs panel opens their output files in Lab, which
+        # Jupyter Server refuses for hidden paths unless this is set.
+        if not any(a.startswith(ALLOW_HIDDEN_ARG.split("=")[0]) for a in args):
+            args.append(ALLOW_HIDDEN_ARG)
+        return args

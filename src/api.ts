@@ -29,36 +29,74 @@ export async function requestAPI<T>(
   endPoint = '',
   init: RequestInit = {}
 ): Promise<T> {
+  return requestJSON<T>(['kubeai', 'api', endPoint], init);
+}
+
+/**
+ * Call one of the server extension's own routes, `/kubeai/<endPoint>`
+ * (the ones that need the user's files: job submission, metrics, outputs).
+ */
+export async function requestLab<T>(
+  endPoint: string,
+  init: RequestInit = {}
+): Promise<T> {
+  return requestJSON<T>(['kubeai', endPoint], init);
+}
+
+/** Fetch a path under the Jupyter server's base URL; the Response as it came. */
+export async function requestRaw(
+  parts: string[],
+  init: RequestInit = {}
+): Promise<Response> {
   const settings = ServerConnection.makeSettings();
-  const url = URLExt.join(settings.baseUrl, 'kubeai', 'api', endPoint);
+  const url = URLExt.join(settings.baseUrl, ...parts);
   let response: Response;
   try {
     response = await ServerConnection.makeRequest(url, init, settings);
   } catch (error) {
+    if (error instanceof Error && error.name === 'AbortError') {
+      throw error;
+    }
     throw new KubeAIError(
       `The Jupyter server could not be reached: ${String(error)}`,
       0,
       'network'
     );
   }
+  if (!response.ok) {
+    throw await errorOf(response);
+  }
+  return response;
+}
+
+/** The `KubeAIError` of a non-2xx answer ({message, reason} JSON or text). */
+async function errorOf(response: Response): Promise<KubeAIError> {
   const text = await response.text();
   let data: any = text;
-  if (text.length > 0) {
-    try {
-      data = JSON.parse(text);
-    } catch {
-      // Keep the raw text: it is shown as the error message below.
-    }
+  try {
+    data = JSON.parse(text);
+  } catch {
+    // Keep the raw text: it is the message.
   }
-  if (!response.ok) {
-    const message =
-      (data && typeof data === 'object' && data.message) ||
-      (typeof data === 'string' && data) ||
-      response.statusText;
-    const reason = (data && typeof data === 'object' && data.reason) || '';
-    throw new KubeAIError(message, response.status, reason);
+  const message =
+    (data && typeof data === 'object' && data.message) ||
+    (typeof data === 'string' && data) ||
+    response.statusText;
+  const reason = (data && typeof data === 'object' && data.reason) || '';
+  return new KubeAIError(message, response.status, reason);
+}
+
+async function requestJSON<T>(parts: string[], init: RequestInit): Promise<T> {
+  const response = await requestRaw(parts, init);
+  const text = await response.text();
+  if (text.length === 0) {
+    return undefined as T;
   }
-  return data as T;
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    return text as T;
+  }
 }
 
 /** One of the caller's running servers, as the hub service sees it. */
@@ -85,5 +123,217 @@ export class ConnectionAPI {
   /** The caller's identity as the hub service sees it. */
   me(): Promise<IMe> {
     return requestAPI<IMe>('me');
+  }
+}
+
+/** The states of a job; `active` on the job says whether it may still change. */
+export type JobState = 'Pending' | 'Running' | 'Succeeded' | 'Failed' | 'Cancelled';
+
+export const JOB_STATES: JobState[] = ['Pending', 'Running', 'Succeeded', 'Failed', 'Cancelled'];
+
+/** A job record as the hub service answers it. */
+export interface IJob {
+  job_id: string;
+  name: string;
+  owner: string;
+  project: string | null;
+  framework: string;
+  backend: string;
+  state: JobState;
+  reason: string;
+  active: boolean;
+  job_dir: string;
+  /** The job folder relative to the owner's home, for Lab paths. */
+  folder: string;
+  notebook: string;
+  workers: number;
+  parameter_servers: number;
+  procs_per_worker: number;
+  profile: string;
+  image: string;
+  gpus: number;
+  total_gpus: number;
+  created: number | null;
+  started: number | null;
+  finished: number | null;
+}
+
+export interface IJobEvent {
+  time: number;
+  type: 'Normal' | 'Warning';
+  reason: string;
+  message: string;
+  source: string;
+}
+
+/** One line of the job's metrics.jsonl, as the server extension reads it. */
+export interface IMetricRecord {
+  step: number | null;
+  time?: number;
+  rank?: number;
+  /** The values, when the record nests them; otherwise they are top-level keys. */
+  values?: { [name: string]: number };
+  [name: string]: unknown;
+}
+
+export interface IJobFile {
+  name: string;
+  path: string;
+  size: number;
+  modified: number;
+}
+
+/** What `POST /kubeai/jobs` takes: the notebook as in the editor and the choices. */
+export interface ISubmission {
+  notebook_path: string;
+  content: unknown;
+  name: string;
+  framework: string;
+  workers: number;
+  parameter_servers: number;
+  procs_per_worker: number;
+  profile: string;
+  gpus: number | null;
+  image: string;
+  project: string | null;
+  parameters: { [key: string]: unknown };
+  env: { [key: string]: string };
+}
+
+/** A catalog image (the entry's `to_dict`). */
+export interface ICatalogImage {
+  name: string;
+  image: string;
+  display_name: string;
+  description: string;
+  default: boolean;
+  deprecated: boolean;
+}
+
+/** A catalog size (the entry's `to_dict`). */
+export interface ICatalogProfile {
+  name: string;
+  display_name: string;
+  description: string;
+  cpu_limit: string;
+  memory_limit: string;
+  /** Default GPUs; 0 for a CPU size. */
+  gpus: number;
+  /** With GPUs: the most a user may pick (1..max_gpus). */
+  max_gpus: number;
+  default: boolean;
+}
+
+/** `GET /api/catalog`: the part of the catalog the caller may use. */
+export interface ICatalog {
+  images: ICatalogImage[];
+  profiles: ICatalogProfile[];
+}
+
+/** Filters of the job list. */
+export interface IJobFilter {
+  state?: string;
+  project?: string;
+  limit?: number;
+}
+
+/** The jobs area of the REST API (hub service and server extension). */
+export class JobsAPI {
+  list(filter: IJobFilter = {}): Promise<{ jobs: IJob[] }> {
+    const query = new URLSearchParams();
+    for (const [key, value] of Object.entries(filter)) {
+      if (value !== undefined && value !== '') {
+        query.set(key, String(value));
+      }
+    }
+    const q = query.toString();
+    return requestAPI<{ jobs: IJob[] }>('jobs' + (q ? `?${q}` : ''));
+  }
+
+  get(id: string): Promise<IJob> {
+    return requestAPI<IJob>(`jobs/${encodeURIComponent(id)}`);
+  }
+
+  events(id: string): Promise<{ events: IJobEvent[] }> {
+    return requestAPI(`jobs/${encodeURIComponent(id)}/events`);
+  }
+
+  replicas(id: string): Promise<{ replicas: string[] }> {
+    return requestAPI(`jobs/${encodeURIComponent(id)}/logs`);
+  }
+
+  /**
+   * Stream one replica's log: `onText` gets each piece as it arrives; the
+   * promise settles when the service ends the answer (the job ended) or
+   * `signal` aborts it.
+   */
+  async followLog(
+    id: string,
+    replica: string,
+    onText: (text: string) => void,
+    signal: AbortSignal
+  ): Promise<void> {
+    const response = await requestRaw(
+      [
+        'kubeai',
+        'api',
+        'jobs',
+        encodeURIComponent(id),
+        'logs',
+        encodeURIComponent(replica) + '?follow=1'
+      ],
+      { signal }
+    );
+    if (!response.body) {
+      onText(await response.text());
+      return;
+    }
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) {
+        break;
+      }
+      onText(decoder.decode(value, { stream: true }));
+    }
+    onText(decoder.decode());
+  }
+
+  cancel(id: string): Promise<IJob> {
+    return requestAPI<IJob>(`jobs/${encodeURIComponent(id)}/cancel`, { method: 'POST' });
+  }
+
+  resubmit(id: string): Promise<IJob> {
+    return requestAPI<IJob>(`jobs/${encodeURIComponent(id)}/resubmit`, {
+      method: 'POST',
+      body: '{}',
+      headers: { 'Content-Type': 'application/json' }
+    });
+  }
+
+  remove(id: string): Promise<void> {
+    return requestAPI<void>(`jobs/${encodeURIComponent(id)}`, { method: 'DELETE' });
+  }
+
+  catalog(): Promise<ICatalog> {
+    return requestAPI<ICatalog>('catalog');
+  }
+
+  /** Snapshot the notebook and submit it (server extension: it writes the job folder). */
+  submit(submission: ISubmission): Promise<IJob> {
+    return requestLab<IJob>('jobs', {
+      method: 'POST',
+      body: JSON.stringify(submission),
+      headers: { 'Content-Type': 'application/json' }
+    });
+  }
+
+  metrics(id: string): Promise<{ metrics: IMetricRecord[] }> {
+    return requestLab(`jobs/${encodeURIComponent(id)}/metrics`);
+  }
+
+  files(id: string): Promise<{ folder: string; files: IJobFile[] }> {
+    return requestLab(`jobs/${encodeURIComponent(id)}/files`);
   }
 }

@@ -3,30 +3,51 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette } from '@jupyterlab/apputils';
+import {
+  ICommandPalette,
+  MainAreaWidget,
+  Notification,
+  WidgetTracker
+} from '@jupyterlab/apputils';
+import { DocumentRegistry, DocumentWidget } from '@jupyterlab/docregistry';
+import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
+import { ToolbarButton } from '@jupyterlab/ui-components';
+import { DisposableDelegate, IDisposable } from '@lumino/disposable';
+import { Widget } from '@lumino/widgets';
 
+import { IJob, JobsAPI, KubeAIError } from './api';
 import { kubeaiIcon } from './icon';
+import { JobDetail } from './jobs';
 import { KubeAIPanel } from './panel';
+import { INotebookSource, submitNotebook } from './submit';
 
 /** Command IDs of the extension, in one place. */
 export namespace CommandIDs {
   export const openPanel = 'kubeai:open-panel';
   export const refresh = 'kubeai:refresh-connection';
+  export const submitJob = 'kubeai:submit-job';
+  export const openJob = 'kubeai:open-job';
+  export const refreshJobs = 'kubeai:refresh-jobs';
 }
+
+/** The open notebooks, to know which one "Submit as job" means. */
+type NotebookWidget = DocumentWidget<Widget, DocumentRegistry.IModel>;
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-kubeai:plugin',
   description: 'The KubeAI sidebar: connection to the hub service, jobs, models and services.',
   autoStart: true,
-  optional: [ILayoutRestorer, ICommandPalette, ITranslator],
+  optional: [ILayoutRestorer, ICommandPalette, ITranslator, IDefaultFileBrowser],
   activate: (
     app: JupyterFrontEnd,
     restorer: ILayoutRestorer | null,
     palette: ICommandPalette | null,
-    translator: ITranslator | null
+    translator: ITranslator | null,
+    fileBrowser: IDefaultFileBrowser | null
   ) => {
     const trans = (translator ?? nullTranslator).load('jupyter_kubeai');
+    const api = new JobsAPI();
     const panel = new KubeAIPanel(translator ?? nullTranslator);
     app.shell.add(panel, 'left', { rank: 600 });
     if (restorer) {
@@ -42,10 +63,169 @@ const plugin: JupyterFrontEndPlugin<void> = {
       label: trans.__('Refresh the KubeAI connection'),
       execute: () => panel.connection.refresh()
     });
+    app.commands.addCommand(CommandIDs.refreshJobs, {
+      label: trans.__('Refresh the KubeAI jobs'),
+      execute: () => panel.jobs.refresh()
+    });
+
+    // --- job details in the main area -------------------------------------------------------
+    const details = new WidgetTracker<MainAreaWidget<JobDetail>>({ namespace: 'kubeai-job' });
+    const openJob = (job: IJob): void => {
+      const id = `kubeai-job-${job.job_id}`;
+      const open = details.find(w => w.id === id);
+      if (open) {
+        app.shell.activateById(id);
+        void open.content.refresh();
+        return;
+      }
+      const content = new JobDetail(job, {
+        api,
+        trans,
+        openFile: path => void app.commands.execute('docmanager:open', { path }),
+        onResubmitted: next => {
+          void panel.jobs.refresh();
+          openJob(next);
+        },
+        onChanged: () => void panel.jobs.refresh()
+      });
+      const widget = new MainAreaWidget({ content });
+      widget.id = id;
+      widget.title.icon = kubeaiIcon;
+      widget.title.label = job.name;
+      widget.title.caption = trans.__('KubeAI job %1', job.job_id);
+      content.title.changed.connect(() => (widget.title.label = content.title.label));
+      void details.add(widget);
+      app.shell.add(widget, 'main');
+      app.shell.activateById(id);
+    };
+    panel.jobs.jobOpened.connect((_, job) => openJob(job));
+    app.commands.addCommand(CommandIDs.openJob, {
+      label: args => trans.__('Open KubeAI job %1', String(args.id ?? '')),
+      execute: async args => openJob(await api.get(String(args.id)))
+    });
+    if (restorer) {
+      void restorer.restore(details, {
+        command: CommandIDs.openJob,
+        args: w => ({ id: w.content.job.job_id }),
+        name: w => w.content.job.job_id
+      });
+    }
+
+    // --- "Submit as job" ---------------------------------------------------------------------
+    const notebooks = new WidgetTracker<NotebookWidget>({ namespace: 'kubeai-notebooks' });
+    const submit = async (source: INotebookSource): Promise<void> => {
+      let job: IJob | null;
+      try {
+        job = await submitNotebook(source, trans, api);
+      } catch (error) {
+        Notification.error(
+          trans.__(
+            'Could not prepare the job: %1',
+            error instanceof KubeAIError ? error.message : String(error)
+          ),
+          { autoClose: false }
+        );
+        return;
+      }
+      if (!job) {
+        return;
+      }
+      Notification.success(trans.__('Submitted job %1 (%2).', job.name, job.job_id), {
+        autoClose: 5000
+      });
+      app.shell.activateById(panel.id);
+      panel.showJobs();
+      void panel.jobs.refresh();
+      openJob(job);
+    };
+    const fromNotebook = (widget: NotebookWidget): INotebookSource => ({
+      path: widget.context.path,
+      content: widget.context.model.toJSON(),
+      fromEditor: true
+    });
+    const currentNotebook = (): NotebookWidget | null => {
+      const current = app.shell.currentWidget;
+      if (current && notebooks.has(current)) {
+        return current as NotebookWidget;
+      }
+      return notebooks.currentWidget;
+    };
+    const selectedNotebookFile = (): string | null => {
+      if (!fileBrowser) {
+        return null;
+      }
+      for (const item of fileBrowser.selectedItems()) {
+        if (item.type === 'notebook') {
+          return item.path;
+        }
+      }
+      return null;
+    };
+
+    app.commands.addCommand(CommandIDs.submitJob, {
+      label: trans.__('Submit as job'),
+      caption: trans.__('Run this notebook as a (distributed) training job'),
+      icon: kubeaiIcon,
+      isEnabled: args =>
+        args.fileBrowser ? selectedNotebookFile() !== null : currentNotebook() !== null,
+      execute: async args => {
+        if (args.fileBrowser) {
+          const path = selectedNotebookFile();
+          if (!path) {
+            return;
+          }
+          let content: unknown;
+          try {
+            const model = await app.serviceManager.contents.get(path, {
+              type: 'notebook',
+              content: true
+            });
+            content = model.content;
+          } catch (error) {
+            Notification.error(trans.__('Could not read %1: %2', path, String(error)));
+            return;
+          }
+          await submit({ path, content, fromEditor: false });
+          return;
+        }
+        const widget = currentNotebook();
+        if (widget) {
+          await submit(fromNotebook(widget));
+        }
+      }
+    });
+
+    // The button in every notebook's toolbar submits that notebook.
+    const toolbarExtension: DocumentRegistry.IWidgetExtension<NotebookWidget, DocumentRegistry.IModel> = {
+      createNew: (widget: NotebookWidget): IDisposable => {
+        void notebooks.add(widget);
+        const button = new ToolbarButton({
+          icon: kubeaiIcon,
+          label: trans.__('Submit as job'),
+          tooltip: trans.__('Run this notebook as a (distributed) training job'),
+          onClick: () => void submit(fromNotebook(widget))
+        });
+        button.addClass('jp-KubeAI-submit-button');
+        button.node.dataset.kubeaiAction = 'submit-job';
+        widget.toolbar.insertItem(10, 'kubeai-submit-job', button);
+        return new DisposableDelegate(() => button.dispose());
+      }
+    };
+    app.docRegistry.addWidgetExtension('Notebook', toolbarExtension);
+
+    app.contextMenu.addItem({
+      command: CommandIDs.submitJob,
+      args: { fileBrowser: true },
+      selector: '.jp-DirListing-item[data-file-type="notebook"]',
+      rank: 60
+    });
+
     if (palette) {
       const category = trans.__('KubeAI');
       palette.addItem({ command: CommandIDs.openPanel, category });
       palette.addItem({ command: CommandIDs.refresh, category });
+      palette.addItem({ command: CommandIDs.refreshJobs, category });
+      palette.addItem({ command: CommandIDs.submitJob, category });
     }
   }
 };

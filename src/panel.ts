@@ -3,15 +3,18 @@
  *
  * Its first section shows the connection: whether the hub service answers
  * through the server extension, who the user is, their projects (hub groups)
- * and the mode (local or Kubernetes).
+ * and the mode (local or Kubernetes). Its second section lists the jobs
+ * (see ./jobs.ts).
  */
 import { PageConfig } from '@jupyterlab/coreutils';
 import { ITranslator, nullTranslator, TranslationBundle } from '@jupyterlab/translation';
 import { SidePanel } from '@jupyterlab/ui-components';
-import { Widget } from '@lumino/widgets';
+import { ISignal, Signal } from '@lumino/signaling';
+import { AccordionPanel, Widget } from '@lumino/widgets';
 
-import { ConnectionAPI, IMe, IServer, KubeAIError } from './api';
+import { ConnectionAPI, IMe, IServer, JobsAPI, KubeAIError } from './api';
 import { kubeaiIcon } from './icon';
+import { JobsView } from './jobs';
 
 /** The connection section: one refreshable view of `GET /api/me`. */
 export class ConnectionView extends Widget {
@@ -24,13 +27,28 @@ export class ConnectionView extends Widget {
     this.title.label = trans.__('Connection');
   }
 
+  /** The caller as last answered by the service (null until then). */
+  get me(): IMe | null {
+    return this._me;
+  }
+
+  /** Emitted when `GET me` answered. */
+  get meChanged(): ISignal<this, IMe> {
+    return this._meChanged;
+  }
+
+  private _me: IMe | null = null;
+  private readonly _meChanged = new Signal<this, IMe>(this);
+
   /** Ask the hub service again and redraw. */
   async refresh(): Promise<void> {
     this.node.dataset.state = 'loading';
     this.renderMessage(this.trans.__('Connecting to the KubeAI service…'));
     try {
       const me = await this.api.me();
+      this._me = me;
       this.renderMe(me);
+      this._meChanged.emit(me);
     } catch (error) {
       this.renderError(error);
     }
@@ -149,6 +167,7 @@ export class ConnectionView extends Widget {
 /** The sidebar panel holding the KubeAI sections. */
 export class KubeAIPanel extends SidePanel {
   readonly connection: ConnectionView;
+  readonly jobs: JobsView;
 
   constructor(translator: ITranslator = nullTranslator) {
     const trans = translator.load('jupyter_kubeai');
@@ -163,5 +182,17 @@ export class KubeAIPanel extends SidePanel {
     this.header.addWidget(heading);
     this.connection = new ConnectionView(new ConnectionAPI(), trans);
     this.addWidget(this.connection);
+    this.jobs = new JobsView(new JobsAPI(), trans);
+    this.addWidget(this.jobs);
+    this.connection.meChanged.connect((_, me) => this.jobs.setProjects(me.groups));
+  }
+
+  /** Expand the Jobs section (after a submission, to show the new job). */
+  showJobs(): void {
+    const content = this.content;
+    const index = this.widgets.indexOf(this.jobs);
+    if (content instanceof AccordionPanel && index >= 0 && !this.jobs.isVisible) {
+      content.expand(index);
+    }
   }
 }

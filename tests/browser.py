@@ -68,6 +68,66 @@ def start_server_from_form(page) -> None:
 
 
 def open_kubeai_panel(page):
-    """Open the KubeAI sidebar panel in JupyterLab; returns its locator."""
-    page.click('.jp-SideBar [data-id="jp-kubeai-panel"]')
-    return page.locator("#jp-kubeai-panel")
+    """Open the KubeAI sidebar panel in JupyterLab; returns its locator.
+
+    Its sidebar tab toggles the panel, so an open panel (restored from the
+    workspace, or opened by a submission) is left open.
+    """
+    panel = page.locator("#jp-kubeai-panel")
+    if not panel.is_visible():
+        page.click('.jp-SideBar [data-id="jp-kubeai-panel"]')
+    return panel
+
+
+class JobsUI:
+    """Page object for the jobs parts of the lab extension: submit dialog, Jobs list, job detail.
+
+    Everything is found by the extension's ``data-kubeai-*`` attributes.
+    """
+
+    def __init__(self, page):
+        self.page = page
+
+    def dismiss_news(self) -> None:
+        """Answer Lab's "notified about Jupyter news?" toast, which covers the lower right."""
+        no = self.page.locator(".Toastify__toast:has-text('Jupyter news') button:has-text('No')")
+        if no.count():
+            no.first.click()
+
+    def open_notebook(self, lab_url: str, path: str):
+        """Open ``path`` in Lab (``lab_url`` ends in ``/lab``); returns the notebook panel."""
+        self.page.goto(f"{lab_url}/tree/{path}")
+        notebook = self.page.locator(".jp-NotebookPanel:visible")
+        notebook.locator(".jp-Cell").first.wait_for(timeout=60_000)
+        return notebook
+
+    def submit_dialog(self, notebook):
+        """Click the notebook toolbar's "Submit as job"; returns the dialog's form."""
+        notebook.locator('[data-kubeai-action="submit-job"]').click()
+        form = self.page.locator('[data-kubeai-dialog="submit-job"]')
+        form.wait_for(timeout=30_000)
+        return form
+
+    def fill(self, form, **fields) -> None:
+        """Set form fields by name (``framework="pytorch"``, ``workers=2``, ``parameters="a = 1"``)."""
+        for name, value in fields.items():
+            control = form.locator(f'[data-kubeai-field="{name}"]')
+            if control.evaluate("e => e.tagName") == "SELECT":
+                control.select_option(str(value))
+            else:
+                control.fill(str(value))
+
+    def submit(self) -> None:
+        self.page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept").click()
+
+    def submit_error(self, form):
+        return form.locator('[data-kubeai-field="submit-error"]')
+
+    def job_row(self, job_id: str):
+        return open_kubeai_panel(self.page).locator(f'[data-kubeai-job="{job_id}"]')
+
+    def detail(self, job_id: str | None = None):
+        """The job detail in the main area (the one of ``job_id``, or the visible one)."""
+        if job_id is None:
+            return self.page.locator(".jp-KubeAI-job-detail:visible")
+        return self.page.locator(f'.jp-KubeAI-job-detail[data-kubeai-job="{job_id}"]')

@@ -1,0 +1,677 @@
+/**
+ * The Jobs section of the KubeAI panel, and a job's detail view.
+ *
+ * The list shows the caller's jobs (and their projects' jobs) with state,
+ * age, framework, workers and project, filtered by state and project. It
+ * polls every two seconds while it is visible and a job is still active,
+ * and not at all otherwise. The detail view (a main-area widget) shows one
+ * job: live logs per replica (a streamed answer read as it arrives),
+ * events, a chart of the metrics the job logs, its output files (opened in
+ * Lab), and Cancel, Resubmit and Delete record.
+ */
+import { Dialog, showDialog } from '@jupyterlab/apputils';
+import { TranslationBundle } from '@jupyterlab/translation';
+import { ISignal, Signal } from '@lumino/signaling';
+import { Message } from '@lumino/messaging';
+import { Widget } from '@lumino/widgets';
+
+import { IJob, IJobEvent, IJobFile, IMetricRecord, JOB_STATES, JobsAPI, KubeAIError } from './api';
+import { renderMetrics } from './chart';
+import { FRAMEWORKS } from './submit';
+
+/** How often the list and an open detail poll while a job is active (ms). */
+export const POLL_MS = 2000;
+
+/** `3 s`, `5 min`, `2 h`, `4 d`: how long ago `epoch` was. */
+export function age(epoch: number | null, now = Date.now() / 1000): string {
+  if (!epoch) {
+    return '—';
+  }
+  const s = Math.max(0, Math.round(now - epoch));
+  if (s < 60) {
+    return `${s} s`;
+  }
+  if (s < 3600) {
+    return `${Math.floor(s / 60)} min`;
+  }
+  if (s < 86400) {
+    return `${Math.floor(s / 3600)} h`;
+  }
+  return `${Math.floor(s / 86400)} d`;
+}
+
+function when(epoch: number | null): string {
+  return epoch ? new Date(epoch * 1000).toLocaleString() : '—';
+}
+
+function duration(job: IJob): string {
+  if (!job.started) {
+    return '—';
+  }
+  const end = job.finished ?? Date.now() / 1000;
+  return age(job.started, end);
+}
+
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  props: { className?: string; text?: string; field?: string } = {}
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (props.className) {
+    node.className = props.className;
+  }
+  if (props.text !== undefined) {
+    node.textContent = props.text;
+  }
+  if (props.field) {
+    node.dataset.kubeaiField = props.field;
+  }
+  return node;
+}
+
+function button(label: string, action: string, onClick: () => void, accept = false): HTMLButtonElement {
+  const b = el('button', {
+    className: `jp-Button jp-mod-styled ${accept ? 'jp-mod-accept' : 'jp-mod-reject'} jp-KubeAI-button`,
+    text: label
+  });
+  b.dataset.kubeaiAction = action;
+  b.onclick = onClick;
+  return b;
+}
+
+function stateBadge(job: IJob): HTMLElement {
+  const badge = el('span', {
+    className: `jp-KubeAI-state jp-KubeAI-state-${job.state.toLowerCase()}`,
+    text: job.state,
+    field: 'state'
+  });
+  if (job.reason) {
+    badge.title = job.reason;
+  }
+  return badge;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof KubeAIError ? error.message : String(error);
+}
+
+/** The Jobs section: the list of jobs, filtered, polled while any is active. */
+export class JobsView extends Widget {
+  constructor(
+    private readonly api: JobsAPI,
+    private readonly trans: TranslationBundle
+  ) {
+    super();
+    this.addClass('jp-KubeAI-jobs');
+    this.title.label = trans.__('Jobs');
+    this.build();
+  }
+
+  /** A job was clicked: its detail should open. */
+  get jobOpened(): ISignal<this, IJob> {
+    return this._jobOpened;
+  }
+
+  /** The jobs as last listed. */
+  get jobs(): readonly IJob[] {
+    return this._jobs;
+  }
+
+  /** The projects the filter offers (the user's groups). */
+  setProjects(groups: string[]): void {
+    const current = this.projectFilter.value;
+    this.projectFilter.replaceChildren(
+      new Option(this.trans.__('All projects'), ''),
+      new Option(this.trans.__('Personal'), '-'),
+      ...groups.map(g => new Option(g, g))
+    );
+    this.projectFilter.value = current;
+  }
+
+  /** List again now (and keep polling while a job is active). */
+  async refresh(): Promise<void> {
+    this.stopPolling();
+    const state = this.stateFilter.value;
+    const project = this.projectFilter.value;
+    try {
+      const { jobs } = await this.api.list({
+        state: JOB_STATES.includes(state as any) ? state : undefined,
+        project: project && project !== '-' ? project : undefined,
+        limit: 200
+      });
+      this._jobs = jobs;
+      this.node.dataset.state = 'listed';
+      this.render();
+    } catch (error) {
+      this.node.dataset.state = 'error';
+      this.message.textContent = this.trans.__('The jobs could not be listed: %1', errorText(error));
+      this.message.hidden = false;
+    }
+    this.schedule();
+  }
+
+  protected onAfterShow(msg: Message): void {
+    void this.refresh();
+  }
+
+  protected onAfterAttach(msg: Message): void {
+    if (this.isVisible) {
+      void this.refresh();
+    }
+  }
+
+  protected onBeforeHide(msg: Message): void {
+    this.stopPolling();
+  }
+
+  protected onBeforeDetach(msg: Message): void {
+    this.stopPolling();
+  }
+
+  dispose(): void {
+    this.stopPolling();
+    super.dispose();
+  }
+
+  private schedule(): void {
+    this.stopPolling();
+    if (this.isDisposed || !this.isVisible) {
+      return;
+    }
+    if (this._jobs.some(j => j.active)) {
+      this.timer = window.setTimeout(() => void this.refresh(), POLL_MS);
+    }
+  }
+
+  private stopPolling(): void {
+    if (this.timer !== null) {
+      window.clearTimeout(this.timer);
+      this.timer = null;
+    }
+  }
+
+  private build(): void {
+    const trans = this.trans;
+    const bar = el('div', { className: 'jp-KubeAI-jobs-filters' });
+    this.stateFilter = el('select', { className: 'jp-mod-styled', field: 'state-filter' });
+    this.stateFilter.append(
+      new Option(trans.__('All states'), ''),
+      new Option(trans.__('Active'), 'active'),
+      ...JOB_STATES.map(s => new Option(trans.__(s), s))
+    );
+    this.projectFilter = el('select', { className: 'jp-mod-styled', field: 'project-filter' });
+    this.setProjects([]);
+    this.stateFilter.onchange = () => void this.refresh();
+    this.projectFilter.onchange = () => void this.refresh();
+    const refresh = button(trans.__('Refresh'), 'refresh-jobs', () => void this.refresh());
+    bar.append(this.stateFilter, this.projectFilter, refresh);
+    this.message = el('p', { className: 'jp-KubeAI-muted', field: 'jobs-message' });
+    this.list = el('ul', { className: 'jp-KubeAI-job-list' });
+    this.list.dataset.kubeaiField = 'jobs';
+    this.node.append(bar, this.message, this.list);
+  }
+
+  private render(): void {
+    const trans = this.trans;
+    const state = this.stateFilter.value;
+    const project = this.projectFilter.value;
+    const jobs = this._jobs.filter(
+      j =>
+        (!state || (state === 'active' ? j.active : j.state === state)) &&
+        (!project || (project === '-' ? j.project === null : j.project === project))
+    );
+    this.list.replaceChildren();
+    this.message.hidden = jobs.length > 0;
+    this.message.textContent =
+      this._jobs.length === 0
+        ? trans.__('No jobs yet. Open a notebook and use "Submit as job" in its toolbar.')
+        : trans.__('No jobs match the filter.');
+    const now = Date.now() / 1000;
+    for (const job of jobs) {
+      const li = el('li', { className: 'jp-KubeAI-job' });
+      li.dataset.kubeaiJob = job.job_id;
+      li.dataset.kubeaiState = job.state;
+      li.tabIndex = 0;
+      li.title = trans.__('Open job %1', job.job_id);
+      const top = el('div', { className: 'jp-KubeAI-job-top' });
+      top.append(el('span', { className: 'jp-KubeAI-job-name', text: job.name, field: 'name' }), stateBadge(job));
+      const facts = el('div', { className: 'jp-KubeAI-job-facts jp-KubeAI-muted' });
+      const workers =
+        job.framework === 'single'
+          ? trans.__('1 process')
+          : (job.procs_per_worker > 1
+              ? trans.__('%1 workers × %2 processes', job.workers, job.procs_per_worker)
+              : job.workers === 1
+                ? trans.__('1 worker')
+                : trans.__('%1 workers', job.workers)) +
+            (job.total_gpus ? `, ${job.total_gpus} GPU` : '');
+      facts.append(
+        el('span', { text: age(job.created, now), field: 'age' }),
+        el('span', { text: trans.__(FRAMEWORKS[job.framework] ?? job.framework), field: 'framework' }),
+        el('span', { text: workers, field: 'workers' }),
+        el('span', { text: job.project ?? trans.__('personal'), field: 'project' })
+      );
+      li.append(top, facts);
+      li.onclick = () => this._jobOpened.emit(job);
+      li.onkeydown = e => {
+        if (e.key === 'Enter') {
+          this._jobOpened.emit(job);
+        }
+      };
+      this.list.appendChild(li);
+    }
+  }
+
+  private _jobs: IJob[] = [];
+  private readonly _jobOpened = new Signal<this, IJob>(this);
+  private timer: number | null = null;
+  private stateFilter!: HTMLSelectElement;
+  private projectFilter!: HTMLSelectElement;
+  private message!: HTMLElement;
+  private list!: HTMLUListElement;
+}
+
+/** What the detail view needs from the application. */
+export interface IJobDetailOptions {
+  api: JobsAPI;
+  trans: TranslationBundle;
+  /** Open a file (a path relative to the home) in Lab. */
+  openFile: (path: string) => void;
+  /** A job was resubmitted: show the new one. */
+  onResubmitted: (job: IJob) => void;
+  /** The list may have changed (cancel, delete). */
+  onChanged: () => void;
+}
+
+/** One job in the main area: facts, actions, metrics, logs, events, files. */
+export class JobDetail extends Widget {
+  constructor(
+    job: IJob,
+    private readonly options: IJobDetailOptions
+  ) {
+    super();
+    this.job = job;
+    this.addClass('jp-KubeAI-job-detail');
+    this.node.dataset.kubeaiJob = job.job_id;
+    this.title.label = job.name;
+    this.title.caption = job.job_id;
+    this.title.closable = true;
+    this.build();
+    this.renderJob();
+  }
+
+  job: IJob;
+
+  /** Fetch everything again; keep polling while the job is active. */
+  async refresh(): Promise<void> {
+    this.stopPolling();
+    const { api } = this.options;
+    const id = this.job.job_id;
+    try {
+      this.job = await api.get(id);
+      this.renderJob();
+    } catch (error) {
+      if (error instanceof KubeAIError && error.status === 404) {
+        this.showMessage(this.options.trans.__('This job record no longer exists.'));
+        return;
+      }
+      this.showMessage(errorText(error));
+    }
+    await Promise.all([this.loadEvents(), this.loadMetrics(), this.loadFiles(), this.loadReplicas()]);
+    this.schedule();
+  }
+
+  protected onAfterAttach(msg: Message): void {
+    void this.refresh();
+  }
+
+  protected onAfterShow(msg: Message): void {
+    if (this.isAttached) {
+      void this.refresh();
+    }
+  }
+
+  protected onBeforeHide(msg: Message): void {
+    this.stopPolling();
+  }
+
+  dispose(): void {
+    this.stopPolling();
+    this.stopLog();
+    super.dispose();
+  }
+
+  private schedule(): void {
+    this.stopPolling();
+    if (!this.isDisposed && this.isVisible && this.job.active) {
+      this.timer = window.setTimeout(() => void this.refresh(), POLL_MS);
+    }
+  }
+
+  private stopPolling(): void {
+    if (this.timer !== null) {
+      window.clearTimeout(this.timer);
+      this.timer = null;
+    }
+  }
+
+  private build(): void {
+    const trans = this.options.trans;
+    this.header = el('div', { className: 'jp-KubeAI-detail-header' });
+    this.messageNode = el('p', { className: 'jp-KubeAI-error-detail', field: 'detail-error' });
+    this.messageNode.hidden = true;
+    this.factsNode = el('dl', { className: 'jp-KubeAI-facts' });
+    this.actions = el('div', { className: 'jp-KubeAI-actions' });
+
+    const section = (title: string, name: string) => {
+      const s = el('section', { className: 'jp-KubeAI-detail-section' });
+      s.dataset.kubeaiSection = name;
+      s.appendChild(el('h3', { text: title }));
+      return s;
+    };
+    this.metricsNode = section(trans.__('Metrics'), 'metrics');
+    this.metricsBody = el('div');
+    this.metricsNode.appendChild(this.metricsBody);
+
+    const logs = section(trans.__('Logs'), 'logs');
+    const logBar = el('div', { className: 'jp-KubeAI-log-bar' });
+    this.replicaSelect = el('select', { className: 'jp-mod-styled', field: 'replica' });
+    this.replicaSelect.onchange = () => this.followLog(this.replicaSelect.value);
+    logBar.append(el('span', { text: trans.__('Replica') }), this.replicaSelect);
+    this.logNode = el('pre', { className: 'jp-KubeAI-log', field: 'log' });
+    logs.append(logBar, this.logNode);
+
+    this.eventsNode = section(trans.__('Events'), 'events');
+    this.eventsBody = el('div');
+    this.eventsNode.appendChild(this.eventsBody);
+
+    this.filesNode = section(trans.__('Output files'), 'files');
+    this.filesBody = el('div');
+    this.filesNode.appendChild(this.filesBody);
+
+    this.node.append(
+      this.header,
+      this.messageNode,
+      this.actions,
+      this.factsNode,
+      this.metricsNode,
+      logs,
+      this.filesNode,
+      this.eventsNode
+    );
+  }
+
+  private showMessage(text: string): void {
+    this.messageNode.textContent = text;
+    this.messageNode.hidden = !text;
+  }
+
+  private renderJob(): void {
+    const trans = this.options.trans;
+    const job = this.job;
+    this.title.label = job.name;
+    this.node.dataset.kubeaiState = job.state;
+    this.header.replaceChildren(el('h2', { text: job.name, field: 'job-name' }), stateBadge(job));
+    if (job.reason) {
+      this.header.appendChild(el('p', { className: 'jp-KubeAI-muted', text: job.reason, field: 'reason' }));
+    }
+    const facts: [string, string, string][] = [
+      ['job-id', trans.__('Job id'), job.job_id],
+      ['framework', trans.__('Framework'), trans.__(FRAMEWORKS[job.framework] ?? job.framework)],
+      [
+        'workers',
+        trans.__('Workers'),
+        job.framework === 'tensorflow'
+          ? trans.__('%1 workers, %2 parameter servers', job.workers, job.parameter_servers)
+          : trans.__('%1 × %2 processes', job.workers, job.procs_per_worker)
+      ],
+      ['profile', trans.__('Size'), job.gpus ? `${job.profile}, ${job.gpus} GPU / worker` : job.profile],
+      ['image', trans.__('Image'), job.image],
+      ['project', trans.__('Project'), job.project ?? trans.__('personal')],
+      ['backend', trans.__('Backend'), job.backend],
+      ['notebook', trans.__('Notebook'), job.notebook || '—'],
+      ['folder', trans.__('Folder'), job.folder],
+      ['created', trans.__('Submitted'), when(job.created)],
+      ['duration', trans.__('Run time'), duration(job)]
+    ];
+    this.factsNode.replaceChildren();
+    for (const [field, label, value] of facts) {
+      this.factsNode.append(el('dt', { text: label }), el('dd', { text: value, field }));
+    }
+
+    this.actions.replaceChildren();
+    if (job.active) {
+      this.actions.appendChild(button(trans.__('Cancel job'), 'cancel', () => void this.cancel()));
+    }
+    this.actions.appendChild(button(trans.__('Resubmit'), 'resubmit', () => void this.resubmit(), true));
+    if (!job.active) {
+      this.actions.appendChild(button(trans.__('Delete record'), 'delete', () => void this.remove()));
+    }
+    this.actions.appendChild(button(trans.__('Refresh'), 'refresh-job', () => void this.refresh()));
+  }
+
+  private async cancel(): Promise<void> {
+    try {
+      this.job = await this.options.api.cancel(this.job.job_id);
+      this.renderJob();
+      this.options.onChanged();
+    } catch (error) {
+      this.showMessage(errorText(error));
+    }
+    void this.refresh();
+  }
+
+  private async resubmit(): Promise<void> {
+    try {
+      const job = await this.options.api.resubmit(this.job.job_id);
+      this.options.onResubmitted(job);
+    } catch (error) {
+      this.showMessage(errorText(error));
+    }
+  }
+
+  private async remove(): Promise<void> {
+    const trans = this.options.trans;
+    const answer = await showDialog({
+      title: trans.__('Delete the job record?'),
+      body: trans.__(
+        'The record of %1 leaves the Jobs list. Its folder %2 (outputs and logs) stays in your files.',
+        this.job.name,
+        this.job.folder
+      ),
+      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: trans.__('Delete') })]
+    });
+    if (!answer.button.accept) {
+      return;
+    }
+    try {
+      await this.options.api.remove(this.job.job_id);
+      this.options.onChanged();
+      this.dispose();
+    } catch (error) {
+      this.showMessage(errorText(error));
+    }
+  }
+
+  private async loadEvents(): Promise<void> {
+    const trans = this.options.trans;
+    let events: IJobEvent[];
+    try {
+      events = (await this.options.api.events(this.job.job_id)).events;
+    } catch (error) {
+      this.eventsBody.replaceChildren(el('p', { className: 'jp-KubeAI-muted', text: errorText(error) }));
+      return;
+    }
+    if (events.length === 0) {
+      this.eventsBody.replaceChildren(el('p', { className: 'jp-KubeAI-muted', text: trans.__('No events.') }));
+      return;
+    }
+    const table = el('table', { className: 'jp-KubeAI-events' });
+    for (const e of events) {
+      const tr = el('tr');
+      tr.dataset.kubeaiEventType = e.type;
+      tr.append(
+        el('td', { text: new Date(e.time * 1000).toLocaleTimeString() }),
+        el('td', { text: e.type, className: e.type === 'Warning' ? 'jp-KubeAI-warning' : '' }),
+        el('td', { text: e.reason }),
+        el('td', { text: e.message }),
+        el('td', { text: e.source, className: 'jp-KubeAI-muted' })
+      );
+      table.appendChild(tr);
+    }
+    this.eventsBody.replaceChildren(table);
+  }
+
+  private async loadMetrics(): Promise<void> {
+    const trans = this.options.trans;
+    let records: IMetricRecord[];
+    try {
+      records = (await this.options.api.metrics(this.job.job_id)).metrics;
+    } catch (error) {
+      this.metricsBody.replaceChildren(el('p', { className: 'jp-KubeAI-muted', text: errorText(error) }));
+      return;
+    }
+    this.metricsBody.replaceChildren(
+      renderMetrics(
+        records,
+        trans.__('No metrics yet. In the notebook: jupyter_kubeai.log_metric(step=epoch, loss=loss)')
+      )
+    );
+  }
+
+  private async loadFiles(): Promise<void> {
+    const trans = this.options.trans;
+    let files: IJobFile[];
+    try {
+      files = (await this.options.api.files(this.job.job_id)).files;
+    } catch (error) {
+      this.filesBody.replaceChildren(el('p', { className: 'jp-KubeAI-muted', text: errorText(error) }));
+      return;
+    }
+    if (files.length === 0) {
+      this.filesBody.replaceChildren(el('p', { className: 'jp-KubeAI-muted', text: trans.__('No files yet.') }));
+      return;
+    }
+    const ul = el('ul', { className: 'jp-KubeAI-files' });
+    for (const file of files) {
+      const li = el('li');
+      li.dataset.kubeaiFile = file.path;
+      const link = el('a', { text: file.name });
+      link.href = '#';
+      link.title = trans.__('Open %1 in JupyterLab', file.path);
+      link.onclick = e => {
+        e.preventDefault();
+        this.options.openFile(file.path);
+      };
+      li.append(link, el('span', { className: 'jp-KubeAI-muted', text: ` ${formatSize(file.size)}` }));
+      ul.appendChild(li);
+    }
+    this.filesBody.replaceChildren(ul);
+  }
+
+  private async loadReplicas(): Promise<void> {
+    let replicas: string[];
+    try {
+      replicas = (await this.options.api.replicas(this.job.job_id)).replicas;
+    } catch {
+      return;
+    }
+    const known = [...this.replicaSelect.options].map(o => o.value);
+    if (replicas.join('\n') !== known.join('\n')) {
+      const current = this.replicaSelect.value;
+      this.replicaSelect.replaceChildren(...replicas.map(r => new Option(r, r)));
+      if (replicas.includes(current)) {
+        this.replicaSelect.value = current;
+      }
+    }
+    const replica = this.replicaSelect.value;
+    if (!replica) {
+      if (!this.logNode.textContent) {
+        this.logNode.textContent = this.options.trans.__('No logs yet.');
+      }
+      return;
+    }
+    // Follow the chosen replica; again when a stream ended while the job
+    // still runs (a cut connection) or before its final state was known.
+    if (
+      replica !== this.logReplica ||
+      (!this.logStreaming && (this.job.active || this.logFinishedState !== this.job.state))
+    ) {
+      this.followLog(replica);
+    }
+  }
+
+  /** Show `replica`'s log from its start, following it while the job runs. */
+  private followLog(replica: string): void {
+    this.stopLog();
+    const controller = new AbortController();
+    this.logAbort = controller;
+    this.logReplica = replica;
+    this.logStreaming = true;
+    this.logNode.textContent = '';
+    this.logNode.dataset.kubeaiReplica = replica;
+    let text = '';
+    const node = this.logNode;
+    this.options.api
+      .followLog(
+        this.job.job_id,
+        replica,
+        piece => {
+          text += piece;
+          const atBottom = node.scrollTop + node.clientHeight >= node.scrollHeight - 4;
+          node.textContent = text;
+          if (atBottom) {
+            node.scrollTop = node.scrollHeight;
+          }
+        },
+        controller.signal
+      )
+      .catch(error => {
+        if (!controller.signal.aborted) {
+          node.textContent = text + `\n[${errorText(error)}]`;
+        }
+      })
+      .finally(() => {
+        if (this.logAbort === controller) {
+          this.logStreaming = false;
+          this.logFinishedState = this.job.active ? '' : this.job.state;
+        }
+      });
+  }
+
+  private stopLog(): void {
+    if (this.logAbort) {
+      this.logAbort.abort();
+      this.logAbort = null;
+    }
+    this.logStreaming = false;
+  }
+
+  private timer: number | null = null;
+  private logAbort: AbortController | null = null;
+  private logReplica = '';
+  private logStreaming = false;
+  private logFinishedState = '';
+  private header!: HTMLElement;
+  private messageNode!: HTMLElement;
+  private factsNode!: HTMLElement;
+  private actions!: HTMLElement;
+  private metricsNode!: HTMLElement;
+  private metricsBody!: HTMLElement;
+  private replicaSelect!: HTMLSelectElement;
+  private logNode!: HTMLElement;
+  private eventsNode!: HTMLElement;
+  private eventsBody!: HTMLElement;
+  private filesNode!: HTMLElement;
+  private filesBody!: HTMLElement;
+}
+
+function formatSize(bytes: number): string {
+  if (bytes < 1024) {
+    return `${bytes} B`;
+  }
+  if (bytes < 1024 * 1024) {
+    return `${(bytes / 1024).toFixed(1)} KiB`;
+  }
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
