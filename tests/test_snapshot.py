@@ -95,3 +95,10 @@ def test_invalid_notebooks_and_existing_job_folders_are_refused(tmp_path):
 
 def test_notebook_to_script_is_pure():
     assert notebook_to_script(NB) == notebook_to_script(NB)
+
+
+def test_a_notebook_as_saved_on_disk_with_sources_as_lists_of_lines(tmp_path):
+    raw = json.loads(nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("a = 1\nprint(a)")])))
+    raw["cells"][0]["source"] = ["a = 1\n", "print(a)"]
+    write_snapshot(tmp_path / "job", raw, {}, "saved.ipynb")
+    assert "a = 1\nprint(a)" in (tmp_path / "job" / "main.py").read_text()

@@ -130,9 +130,10 @@ def write_snapshot(job_dir: Path, notebook: dict, parameters: dict, notebook_nam
     file on disk: the job runs exactly what the user saw.
     """
     try:
-        nb = nbformat.from_dict(notebook)
+        # Through the reader: sources saved as lists of lines are joined, as Jupyter does.
+        nb = nbformat.reads(json.dumps(notebook), as_version=4)
         nbformat.validate(nb)
-    except (nbformat.ValidationError, KeyError, TypeError, AttributeError) as e:
+    except (nbformat.ValidationError, nbformat.reader.NotJSONError, KeyError, TypeError, AttributeError, ValueError) as e:
         raise InvalidInput(f"This is not a valid notebook: {e}") from None
     nb = inject_parameters(nb, parameters)
     script = notebook_to_script(nb, notebook_name)
