@@ -27,9 +27,12 @@ from traitlets.config import Application
 
 from .. import __version__
 from ..backends.base import JobBackend
+from ..local.share import LocalShare, default_share_root
+from ..models.deploy import ServingBackend
 from ..store import default_db_url
 from ..store.catalog import CatalogStore
 from ..store.jobs import JobStore
+from ..store.models import ModelStore
 from ..store.schema import open_engine, upgrade
 from .admin_page import AdminPageHandler
 from .catalog_handlers import (
@@ -50,6 +53,17 @@ from .job_handlers import (
     JobsHandler,
 )
 from .jobs import JobManager
+from .model_handlers import (
+    ModelAliasHandler,
+    ModelEntryHandler,
+    ModelsHandler,
+    ModelVersionHandler,
+    ServeProxyHandler,
+    ServiceEntryHandler,
+    ServiceRollbackHandler,
+    ServicesHandler,
+)
+from .models import ModelManager
 
 #: Path parameters of the routes: name -> the regex it matches (one place).
 PATH_PARAMETERS = {
@@ -57,6 +71,11 @@ PATH_PARAMETERS = {
     "name": "[a-z0-9-]+",
     "job_id": "[a-z0-9-]+",
     "replica": "[A-Za-z0-9_.-]+",
+    "model_id": "[0-9]+",
+    "version": "[0-9]+",
+    "alias": "[a-z][-a-z0-9]*",
+    "service": "[a-z][-a-z0-9]*",
+    "path": ".*",
 }
 
 
@@ -79,9 +98,10 @@ class KubeAIService(Application):
         # For --help-all and config files: the backends' settings too.
         from ..backends.kubernetes import KubernetesBackend
         from ..backends.local import LocalBackend
+        from ..backends.local_serving import LocalServing
         from ..kube.settings import KubeSettings
 
-        return [KubeAIService, LocalBackend, KubernetesBackend, KubeSettings]
+        return [KubeAIService, LocalBackend, KubernetesBackend, LocalServing, KubeSettings]
 
     @default("log_level")
     def _default_log_level(self):
@@ -237,6 +257,48 @@ class KubeAIService(Application):
     def _default_backend(self):
         return self.backend_class(parent=self)
 
+    serving_backend_class = Type(
+        klass=ServingBackend,
+        config=True,
+        help="""The inference-service backend (a ``jupyter_kubeai.models.deploy.ServingBackend``).
+
+        Default by ``mode``: ``jupyter_kubeai.backends.local_serving.LocalServing``
+        (a local model-server process per service) or
+        ``jupyter_kubeai.backends.kubernetes_serving.KubernetesServing``
+        (a KServe InferenceService, else a Deployment and Service).
+        """,
+    )
+
+    @default("serving_backend_class")
+    def _default_serving_backend_class(self):
+        if self.mode == "kubernetes":
+            from ..backends.kubernetes_serving import KubernetesServing
+
+            return KubernetesServing
+        from ..backends.local_serving import LocalServing
+
+        return LocalServing
+
+    serving_backend = Instance(ServingBackend, help="The running serving backend (made from ``serving_backend_class``).")
+
+    @default("serving_backend")
+    def _default_serving_backend(self):
+        return self.serving_backend_class(parent=self)
+
+    share_root = Unicode(
+        config=True,
+        help="""Where this service sees the share (``users/``, ``projects/``, ``global/``, ``models/``).
+
+        The model registry copies registered files from users' folders here
+        into ``models/``. Default: ``$KUBEAI_STATE_DIR/share`` (local mode);
+        on a cluster, where the share's PVC is mounted in the service's pod.
+        """,
+    )
+
+    @default("share_root")
+    def _default_share_root(self):
+        return default_share_root()
+
     project_gpu_quota = Dict(
         value_trait=Integer(),
         config=True,
@@ -279,6 +341,11 @@ class KubeAIService(Application):
             JobStore(self.engine), self.backend, self.catalog_store,
             project_gpu_quota=self.project_gpu_quota, personal_gpu_quota=self.personal_gpu_quota,
         )
+
+    @cached_property
+    def model_manager(self) -> ModelManager:
+        return ModelManager(ModelStore(self.engine), LocalShare(self.share_root), self.catalog_store,
+                            self.job_manager, self.serving_backend)
 
     @cached_property
     def catalog_store(self) -> CatalogStore:
@@ -329,6 +396,14 @@ class KubeAIService(Application):
             ("api/jobs/{job_id}/events", JobEventsHandler),
             ("api/jobs/{job_id}/logs", JobReplicasHandler),
             ("api/jobs/{job_id}/logs/{replica}", JobLogHandler),
+            ("api/models", ModelsHandler),
+            ("api/models/{model_id}", ModelEntryHandler),
+            ("api/models/{model_id}/versions/{version}", ModelVersionHandler),
+            ("api/models/{model_id}/aliases/{alias}", ModelAliasHandler),
+            ("api/services", ServicesHandler),
+            ("api/services/{service}", ServiceEntryHandler),
+            ("api/services/{service}/rollback", ServiceRollbackHandler),
+            ("serve/{service}/{path}", ServeProxyHandler),
             ("oauth_callback", OAuthCallbackHandler),
         ]
 
@@ -355,6 +430,7 @@ class KubeAIService(Application):
         """Listen until SIGTERM or SIGINT, then stop accepting and return."""
         self.catalog_store  # migrate and seed before the first request
         await self.backend.start()
+        await self.serving_backend.start()
         changed = await self.job_manager.reconcile()  # re-attach, and mark vanished jobs
         self.log.info("Jobs re-checked at start: %d changed state", len(changed))
         reconciler = asyncio.create_task(self.job_manager.reconcile_forever(self.reconcile_interval))
@@ -371,6 +447,7 @@ class KubeAIService(Application):
         reconciler.cancel()
         await server.close_all_connections()
         await self.backend.stop()
+        await self.serving_backend.stop()
 
     def start(self) -> None:
         asyncio.run(self.serve())

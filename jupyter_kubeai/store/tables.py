@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -96,3 +96,68 @@ class JobRow(Base):
     created: Mapped[float] = mapped_column(Float)
     started: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class ModelRow(Base):
+    """A registered model: a name within a scope (a project, or one user alone)."""
+
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("scope", "name", name="uq_models_scope_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(300))  # "project:<group>" or "user:<name>"
+    name: Mapped[str] = mapped_column(String(63))
+    project: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    owner: Mapped[str] = mapped_column(String(255))  # who registered it first
+    description: Mapped[str] = mapped_column(Text, default="")
+    created: Mapped[float] = mapped_column(Float)
+
+
+class ModelVersionRow(Base):
+    """One immutable version: a folder in registry storage, its checksum and where it came from."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "version", name="uq_model_versions_model_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)  # relative to the share root: models/<scope>/<model>/<version>
+    checksum: Mapped[str] = mapped_column(String(80))  # "sha256:<hex>" over the files and their names
+    format: Mapped[str] = mapped_column(String(32))
+    signature: Mapped[dict] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    tags: Mapped[dict] = mapped_column(JSON, default=dict)
+    lineage: Mapped[dict] = mapped_column(JSON, default=dict)  # job, notebook snapshot, image, parameters
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(255))
+
+
+class ModelAliasRow(Base):
+    """``production`` -> version 3 of a model."""
+
+    __tablename__ = "model_aliases"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(63), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class DeploymentRow(Base):
+    """An inference service: which model version it serves, where, and how it is doing."""
+
+    __tablename__ = "deployments"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    project: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    previous_version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # for rollback
+    backend: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(32), default="Pending")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    spec: Mapped[dict] = mapped_column(JSON)  # the request as accepted, and the backend's details
+    created: Mapped[float] = mapped_column(Float)
+    updated: Mapped[float] = mapped_column(Float)

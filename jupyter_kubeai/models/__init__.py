@@ -1,0 +1,1 @@
+"""Registered models and their inference services (issue 5)."""

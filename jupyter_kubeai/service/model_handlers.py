@@ -1,0 +1,138 @@
+"""Model registry and inference service routes, and the proxy to the services' model servers.
+
+Thin: every decision is in :class:`~jupyter_kubeai.service.models.ModelManager`.
+"""
+
+from __future__ import annotations
+
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+from ..errors import InvalidInput, Unavailable
+from .handlers import BaseHandler
+from .models import ModelManager
+
+#: Headers passed on to and from a model server.
+_PASSED = ("Content-Type", "Accept")
+
+
+class ModelHandler(BaseHandler):
+    @property
+    def models(self) -> ModelManager:
+        return self.service.model_manager
+
+    def model_json(self, model) -> dict:
+        return {**model.to_json(), "versions": [v.to_json() for v in self.models.store.versions(model.id)]}
+
+
+class ModelsHandler(ModelHandler):
+    """``GET api/models`` (what the caller may see) and ``POST api/models`` (register a version)."""
+
+    async def get(self):
+        project = self.get_argument("project", None) or None
+        self.write_json({"models": [m.to_json() for m in self.models.models(self.identity, project)]})
+
+    async def post(self):
+        model, version = await self.models.register(self.identity, self.json_body())
+        self.write_json({"model": model.to_json(), "version": version.to_json()}, status=201)
+
+
+class ModelEntryHandler(ModelHandler):
+    async def get(self, model_id):
+        self.write_json(self.model_json(self.models.model(self.identity, int(model_id))))
+
+
+class ModelVersionHandler(ModelHandler):
+    async def get(self, model_id, version):
+        self.models.model(self.identity, int(model_id))
+        self.write_json(self.models.store.version(int(model_id), int(version)).to_json())
+
+    async def patch(self, model_id, version):
+        record = self.models.update_version(self.identity, int(model_id), int(version), self.json_body())
+        self.write_json(record.to_json())
+
+    async def delete(self, model_id, version):
+        self.models.delete_version(self.identity, int(model_id), int(version))
+        self.set_status(204)
+        self.finish()
+
+
+class ModelAliasHandler(ModelHandler):
+    async def put(self, model_id, alias):
+        version = self.json_body().get("version")
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise InvalidInput("Send {\"version\": <number>} to point the alias at a version.")
+        self.write_json(self.models.set_alias(self.identity, int(model_id), alias, version).to_json())
+
+    async def delete(self, model_id, alias):
+        self.write_json(self.models.delete_alias(self.identity, int(model_id), alias).to_json())
+
+
+class ServicesHandler(ModelHandler):
+    """``GET api/services`` and ``POST api/services`` (deploy a model version)."""
+
+    async def get(self):
+        prefix = self.service.service_prefix
+        self.write_json({"services": [await self.models.status_json(r, prefix) for r in self.models.deployments(self.identity)]})
+
+    async def post(self):
+        record = await self.models.deploy(self.identity, self.json_body())
+        self.write_json(await self.models.status_json(record, self.service.service_prefix), status=201)
+
+
+class ServiceEntryHandler(ModelHandler):
+    """``GET``, ``PATCH`` (version, alias, replicas, size) and ``DELETE api/services/{name}``."""
+
+    async def get(self, name):
+        record = self.models.deployment(self.identity, name)
+        self.write_json(await self.models.status_json(record, self.service.service_prefix))
+
+    async def patch(self, name):
+        record = await self.models.update(self.identity, name, self.json_body())
+        self.write_json(await self.models.status_json(record, self.service.service_prefix))
+
+    async def delete(self, name):
+        await self.models.delete(self.identity, name)
+        self.set_status(204)
+        self.finish()
+
+
+class ServiceRollbackHandler(ModelHandler):
+    async def post(self, name):
+        record = await self.models.rollback(self.identity, name)
+        self.write_json(await self.models.status_json(record, self.service.service_prefix))
+
+
+class ServeProxyHandler(ModelHandler):
+    """``/serve/{name}/<path>``: a service's model server, for whoever may see the service."""
+
+    async def _proxy(self, name, path):
+        record = self.models.deployment(self.identity, name)
+        body = self.request.body if self.request.method in ("POST", "PUT") else None
+        headers = {k: self.request.headers[k] for k in _PASSED if k in self.request.headers}
+        for attempt in range(2):
+            status = await self.models.serving.status(record.name)
+            if not status.url:
+                raise Unavailable(f"Service {name!r} is not running: {status.reason or status.state}")
+            url = f"{status.url.rstrip('/')}/{path}"
+            if self.request.query:
+                url += "?" + self.request.query
+            response = await AsyncHTTPClient().fetch(
+                HTTPRequest(url, method=self.request.method, body=body, headers=headers, request_timeout=60,
+                            allow_nonstandard_methods=True), raise_error=False)
+            if response.code != 599:
+                break
+            # Not connected at all (a version switch in that instant): ask once more where it is.
+        if response.code == 599:
+            raise Unavailable(f"Service {name!r} did not answer ({response.error}); try again in a moment.")
+        self.set_status(response.code)
+        for key in ("Content-Type",):
+            if key in response.headers:
+                self.set_header(key, response.headers[key])
+        self.finish(response.body)
+
+    async def get(self, name, path):
+        await self._proxy(name, path)
+
+    async def post(self, name, path):
+        await self._proxy(name, path)
+

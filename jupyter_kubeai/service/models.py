@@ -1,0 +1,293 @@
+"""``ModelManager``: the registry and the inference services, with who may do what.
+
+- A model belongs to a project (seen and changed by its members) or to one
+  user alone; anyone else gets 404, as if it did not exist. Hub admins see all.
+- Registering copies files from the caller's own volumes only (see
+  :mod:`jupyter_kubeai.models.registry`), optionally from one of the
+  caller's own jobs, whose lineage (notebook snapshot, image, parameters,
+  last metrics) the version keeps.
+- A service serves one version; changing version (update, rollback) goes
+  through the serving backend without failed requests, and a version a
+  service uses (or could roll back to) cannot be deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+
+from ..catalog.access import GPUS, IMAGE, PROFILE, select, user_view
+from ..errors import Forbidden, InvalidInput, NotFound
+from ..jobs.metrics import METRICS_FILE, read_metrics
+from ..jobs.snapshot import JOBS_FOLDER, NOTEBOOK_FILE
+from ..local.share import LocalShare
+from ..models import registry
+from ..models.deploy import ServingBackend
+from ..models.spec import DeploymentSpec
+from ..store.catalog import CatalogStore
+from ..store.models import DeploymentRecord, ModelRecord, ModelStore, VersionRecord, scope_of, scopes_of
+from .identity import Identity
+from .jobs import JobManager
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+ALIAS_RE = re.compile(r"^[a-z][-a-z0-9]{0,62}$")
+REGISTER_FIELDS = {"name", "project", "path", "job_id", "format", "signature", "metrics", "tags", "description"}
+DEPLOY_FIELDS = {"name", "model_id", "version", "alias", "replicas", "max_replicas", "profile", "gpus", "image",
+                 "max_batch_size", "max_latency_ms"}
+
+
+def _fields(body: dict, allowed: set[str]) -> dict:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise InvalidInput(f"Unknown field(s) {', '.join(unknown)}; the fields are {', '.join(sorted(allowed))}.")
+    return body
+
+
+def _typed(body: dict, name: str, kind, default=None):
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        words = {int: "a whole number", str: "text", dict: "an object", float: "a number"}
+        raise InvalidInput(f"Field {name!r} must be {words.get(kind, kind.__name__)}.")
+    return value
+
+
+class ModelManager:
+    def __init__(self, store: ModelStore, share: LocalShare, catalog: CatalogStore, jobs: JobManager,
+                 serving: ServingBackend | None = None):
+        self.store, self.share, self.catalog, self.jobs, self.serving = store, share, catalog, jobs, serving
+
+    # --- who may see what ----------------------------------------------------------------------
+
+    def model(self, who: Identity, model_id: int) -> ModelRecord:
+        try:
+            model = self.store.model(model_id)
+        except NotFound:
+            model = None
+        if model is None or not (who.admin or model.scope in scopes_of(who.name, who.groups)):
+            raise NotFound(f"There is no model {model_id} that you can see.")
+        return model
+
+    def models(self, who: Identity, project: str | None = None) -> list[ModelRecord]:
+        return self.store.models(None if who.admin else scopes_of(who.name, who.groups), project=project)
+
+    # --- registering ---------------------------------------------------------------------------
+
+    def _lineage(self, who: Identity, job_id: str) -> tuple[str, dict, dict]:
+        """The job folder (relative to the owner's home), lineage and last metrics of the caller's own job."""
+        record = self.jobs.get(who, job_id)
+        if record.owner != who.name:
+            raise Forbidden(f"Job {job_id!r} is {record.owner}'s: register models from your own jobs.")
+        folder = f"{JOBS_FOLDER}/{job_id}"
+        snapshot = record.spec.get("snapshot_dir") or record.job_dir
+        lineage = {
+            "job_id": job_id,
+            "notebook": record.spec.get("notebook", ""),
+            "snapshot": f"{snapshot.rstrip('/')}/{NOTEBOOK_FILE}",
+            "image": record.spec.get("image_ref", ""),
+            "parameters": record.spec.get("parameters", {}),
+            "framework": record.framework,
+            "state": record.state,
+        }
+        metrics: dict = {}
+        for point in read_metrics(self.share.user_dir(who.name) / folder / METRICS_FILE):
+            metrics.update(point.get("values", {}))
+        return folder, lineage, metrics
+
+    async def register(self, who: Identity, body: dict) -> tuple[ModelRecord, VersionRecord]:
+        body = _fields(body, REGISTER_FIELDS)
+        name = _typed(body, "name", str, "")
+        if not MODEL_NAME_RE.match(name):
+            raise InvalidInput(f"Model name {name!r} is not valid: lowercase letters, digits and '-', starting with a letter.")
+        project = _typed(body, "project", str) or None
+        if project is not None and project not in who.groups:
+            raise InvalidInput(f"You are not in project {project!r}; register it under one of yours, or as your own.")
+        path = _typed(body, "path", str, "")
+        lineage, metrics = {}, {}
+        if body.get("job_id") is not None:
+            folder, lineage, metrics = self._lineage(who, _typed(body, "job_id", str))
+            path = f"{folder}/{path.strip('/')}" if path.strip("/") else folder
+        if not path:
+            raise InvalidInput("Name the model's files: a path in your volumes, or a job_id (and a path in its folder).")
+        metrics = {**metrics, **_typed(body, "metrics", dict, {})}
+        signature, tags = _typed(body, "signature", dict, {}), _typed(body, "tags", dict, {})
+        description = _typed(body, "description", str, "")
+        source = registry.resolve_source(self.share, who.name, who.groups, path)
+        model_format = _typed(body, "format", str) or registry.detect_format(source)
+        scope = scope_of(project, who.name)
+        folder = registry.scope_folder(project, who.name)
+        lineage = {**lineage, "source": path}
+        staging, digest = await asyncio.to_thread(registry.stage, self.share, folder, name, source, model_format, signature)
+        try:
+            model = self.store.ensure_model(scope, name, project, who.name, description)
+            version = self.store.add_version(
+                model.id,
+                path_for=lambda v: registry.version_path(folder, name, v),
+                place=lambda v: registry.place(self.share, staging, registry.version_path(folder, name, v)),
+                checksum=digest, format=model_format, signature=signature, metrics=metrics, tags=tags,
+                lineage=lineage, created_by=who.name,
+            )
+        except BaseException:
+            registry.remove(self.share, str(staging.relative_to(self.share.root)))
+            raise
+        log.info("%s registered %s version %d (%s)", who.name, name, version.version, digest)
+        return self.store.model(model.id), version
+
+    # --- changing versions and aliases -----------------------------------------------------------
+
+    def set_alias(self, who: Identity, model_id: int, alias: str, version: int) -> ModelRecord:
+        self.model(who, model_id)
+        if not ALIAS_RE.match(alias):
+            raise InvalidInput(f"Alias {alias!r} is not valid: lowercase letters, digits and '-'.")
+        if self.store.version(model_id, version).archived:
+            raise InvalidInput(f"Version {version} is archived; unarchive it before pointing an alias at it.")
+        self.store.set_alias(model_id, alias, version)
+        return self.store.model(model_id)
+
+    def delete_alias(self, who: Identity, model_id: int, alias: str) -> ModelRecord:
+        self.model(who, model_id)
+        self.store.delete_alias(model_id, alias)
+        return self.store.model(model_id)
+
+    def update_version(self, who: Identity, model_id: int, version: int, body: dict) -> VersionRecord:
+        self.model(who, model_id)
+        body = _fields(body, {"archived", "tags"})
+        archived = body.get("archived")
+        if archived is not None and not isinstance(archived, bool):
+            raise InvalidInput("Field 'archived' must be true or false.")
+        return self.store.update_version(model_id, version, archived=archived, tags=_typed(body, "tags", dict))
+
+    def delete_version(self, who: Identity, model_id: int, version: int) -> None:
+        self.model(who, model_id)
+        record = self.store.delete_version(model_id, version)  # Conflict while a service uses it
+        registry.remove(self.share, record.path)
+
+    # --- services ------------------------------------------------------------------------------
+
+    def deployment(self, who: Identity, name: str) -> DeploymentRecord:
+        try:
+            record = self.store.deployment(name)
+        except NotFound:
+            record = None
+        visible = record is not None and (
+            who.admin or record.owner == who.name or (record.project is not None and record.project in who.groups))
+        if not visible:
+            raise NotFound(f"There is no service {name!r} that you can see.")
+        return record
+
+    def deployments(self, who: Identity) -> list[DeploymentRecord]:
+        return self.store.deployments(None if who.admin else who.name, who.groups)
+
+    def _resolve_version(self, model: ModelRecord, body: dict) -> VersionRecord:
+        alias = _typed(body, "alias", str)
+        version = _typed(body, "version", int)
+        if alias:
+            if alias not in model.aliases:
+                raise InvalidInput(f"Model {model.name!r} has no alias {alias!r}; it has {', '.join(model.aliases) or 'none'}.")
+            version = model.aliases[alias]
+        if version is None:
+            version = model.latest
+        if version is None:
+            raise InvalidInput(f"Model {model.name!r} has no version yet.")
+        record = self.store.version(model.id, version)
+        if record.archived:
+            raise InvalidInput(f"Version {version} of {model.name!r} is archived; pick another version.")
+        return record
+
+    def _spec(self, who: Identity, name: str, model: ModelRecord, version: VersionRecord, options: dict,
+              owner: str | None = None) -> DeploymentSpec:
+        """The checked spec; the size and image must be ones the caller may use."""
+        view = user_view(self.catalog.catalog(), who.groups)
+        choice = {PROFILE: options.get("profile") or "", IMAGE: options.get("image") or ""}
+        if options.get("gpus") is not None:
+            choice[GPUS] = str(options["gpus"])
+        return DeploymentSpec(
+            name=name, owner=owner or who.name, owner_groups=tuple(who.groups), project=model.project, model=model.name,
+            version=version.version, model_path=self.serving.model_path(version.path), model_subpath=version.path,
+            model_format=version.format, selection=select(view, choice),
+            replicas=options.get("replicas", 1), max_replicas=options.get("max_replicas", 0),
+            max_batch_size=options.get("max_batch_size", 16), max_latency_ms=float(options.get("max_latency_ms", 5.0)),
+        )
+
+    @staticmethod
+    def _options(body: dict) -> dict:
+        options = {}
+        for key, kind in (("replicas", int), ("max_replicas", int), ("profile", str), ("gpus", int), ("image", str),
+                          ("max_batch_size", int)):
+            if body.get(key) is not None:
+                options[key] = _typed(body, key, kind)
+        if body.get("max_latency_ms") is not None:
+            value = body["max_latency_ms"]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InvalidInput("Field 'max_latency_ms' must be a number.")
+            options["max_latency_ms"] = float(value)
+        return options
+
+    async def deploy(self, who: Identity, body: dict) -> DeploymentRecord:
+        body = _fields(body, DEPLOY_FIELDS)
+        name = _typed(body, "name", str, "")
+        model = self.model(who, _typed(body, "model_id", int, -1))
+        version = self._resolve_version(model, body)
+        options = self._options(body)
+        spec = self._spec(who, name, model, version, options)
+        now = time.time()
+        record = DeploymentRecord(
+            name=spec.name, owner=who.name, project=model.project, model_id=model.id, version=version.version,
+            previous_version=None, backend=self.serving.name, state="Pending", reason="",
+            spec={"options": options, "model": model.name}, created=now, updated=now,
+        )
+        self.store.add_deployment(record)
+        try:
+            details = await self.serving.deploy(spec)
+        except BaseException:
+            self.store.delete_deployment(spec.name)
+            raise
+        return self.store.update_deployment(spec.name, spec={**record.spec, "backend": details})
+
+    async def update(self, who: Identity, name: str, body: dict) -> DeploymentRecord:
+        record = self.deployment(who, name)
+        body = _fields(body, DEPLOY_FIELDS - {"name", "model_id"})
+        model = self.store.model(record.model_id)
+        if "version" in body or "alias" in body:
+            version = self._resolve_version(model, body)
+        else:
+            version = self.store.version(model.id, record.version)
+        options = {**record.spec.get("options", {}), **self._options(body)}
+        return await self._switch(who, record, model, version, options)
+
+    async def rollback(self, who: Identity, name: str) -> DeploymentRecord:
+        record = self.deployment(who, name)
+        if record.previous_version is None:
+            raise InvalidInput(f"Service {name!r} has served only version {record.version}; there is nothing to roll back to.")
+        model = self.store.model(record.model_id)
+        version = self.store.version(model.id, record.previous_version)
+        return await self._switch(who, record, model, version, record.spec.get("options", {}))
+
+    async def _switch(self, who, record, model, version, options) -> DeploymentRecord:
+        spec = self._spec(who, record.name, model, version, options, owner=record.owner)
+        details = await self.serving.update(spec)
+        previous = record.version if version.version != record.version else record.previous_version
+        return self.store.update_deployment(
+            record.name, version=version.version, previous_version=previous,
+            spec={**record.spec, "options": options, "backend": details},
+        )
+
+    async def delete(self, who: Identity, name: str) -> None:
+        record = self.deployment(who, name)
+        await self.serving.delete(record.name)
+        self.store.delete_deployment(record.name)
+
+    async def status_json(self, record: DeploymentRecord, prefix: str) -> dict:
+        status = await self.serving.status(record.name)
+        model = self.store.model(record.model_id)
+        out = record.to_json()
+        out.update(model=model.name, state=status.state, reason=status.reason, ready_replicas=status.ready_replicas,
+                   serving_version=status.version, endpoint=f"{prefix}serve/{record.name}/",
+                   predict_url=f"{prefix}serve/{record.name}/v2/models/{model.name}/infer")
+        return out
+
