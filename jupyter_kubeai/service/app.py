@@ -60,6 +60,7 @@ from .model_handlers import (
     ModelVersionHandler,
     ServeProxyHandler,
     ServiceEntryHandler,
+    ServicePredictHandler,
     ServiceRollbackHandler,
     ServicesHandler,
 )
@@ -403,6 +404,7 @@ class KubeAIService(Application):
             ("api/services", ServicesHandler),
             ("api/services/{service}", ServiceEntryHandler),
             ("api/services/{service}/rollback", ServiceRollbackHandler),
+            ("api/services/{service}/predict", ServicePredictHandler),
             ("serve/{service}/{path}", ServeProxyHandler),
             ("oauth_callback", OAuthCallbackHandler),
         ]

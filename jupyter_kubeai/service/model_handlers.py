@@ -5,6 +5,8 @@ Thin: every decision is in :class:`~jupyter_kubeai.service.models.ModelManager`.
 
 from __future__ import annotations
 
+import json
+
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from ..errors import InvalidInput, Unavailable
@@ -102,6 +104,21 @@ class ServiceRollbackHandler(ModelHandler):
         self.write_json(await self.models.status_json(record, self.service.service_prefix))
 
 
+async def forward(serving, name: str, method: str, path: str, body: bytes | None, headers: dict):
+    """Send one request to a service's model server; a connection refused in a version switch is retried once."""
+    for _ in range(2):
+        status = await serving.status(name)
+        if not status.url:
+            raise Unavailable(f"Service {name!r} is not running: {status.reason or status.state}")
+        response = await AsyncHTTPClient().fetch(
+            HTTPRequest(f"{status.url.rstrip('/')}/{path}", method=method, body=body, headers=headers,
+                        request_timeout=60, allow_nonstandard_methods=True), raise_error=False)
+        if response.code != 599:
+            return response
+        # Not connected at all (the route switched in that instant): ask again where it is.
+    raise Unavailable(f"Service {name!r} did not answer ({response.error}); try again in a moment.")
+
+
 class ServeProxyHandler(ModelHandler):
     """``/serve/{name}/<path>``: a service's model server, for whoever may see the service."""
 
@@ -109,25 +126,12 @@ class ServeProxyHandler(ModelHandler):
         record = self.models.deployment(self.identity, name)
         body = self.request.body if self.request.method in ("POST", "PUT") else None
         headers = {k: self.request.headers[k] for k in _PASSED if k in self.request.headers}
-        for attempt in range(2):
-            status = await self.models.serving.status(record.name)
-            if not status.url:
-                raise Unavailable(f"Service {name!r} is not running: {status.reason or status.state}")
-            url = f"{status.url.rstrip('/')}/{path}"
-            if self.request.query:
-                url += "?" + self.request.query
-            response = await AsyncHTTPClient().fetch(
-                HTTPRequest(url, method=self.request.method, body=body, headers=headers, request_timeout=60,
-                            allow_nonstandard_methods=True), raise_error=False)
-            if response.code != 599:
-                break
-            # Not connected at all (a version switch in that instant): ask once more where it is.
-        if response.code == 599:
-            raise Unavailable(f"Service {name!r} did not answer ({response.error}); try again in a moment.")
+        if self.request.query:
+            path += "?" + self.request.query
+        response = await forward(self.models.serving, record.name, self.request.method, path, body, headers)
         self.set_status(response.code)
-        for key in ("Content-Type",):
-            if key in response.headers:
-                self.set_header(key, response.headers[key])
+        if "Content-Type" in response.headers:
+            self.set_header("Content-Type", response.headers["Content-Type"])
         self.finish(response.body)
 
     async def get(self, name, path):
@@ -136,3 +140,22 @@ class ServeProxyHandler(ModelHandler):
     async def post(self, name, path):
         await self._proxy(name, path)
 
+
+class ServicePredictHandler(ModelHandler):
+    """``POST api/services/{name}/predict``: one request to the model (KServe v1 with ``instances``, else v2).
+
+    For the panel's "try it" box and scripts, through the same API as the rest.
+    """
+
+    async def post(self, name):
+        record = self.models.deployment(self.identity, name)
+        body = self.json_body()
+        model = self.models.store.model(record.model_id).name
+        path = f"v1/models/{model}:predict" if "instances" in body else f"v2/models/{model}/infer"
+        response = await forward(self.models.serving, record.name, "POST", path, json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
+        try:
+            answer = json.loads(response.body or b"null")
+        except ValueError:
+            answer = {"message": response.body.decode(errors="replace")[:1000], "reason": "model_server"}
+        self.write_json(answer, status=response.code)
