@@ -39,6 +39,7 @@ from pathlib import Path
 import nbformat
 import nbformat.reader
 
+from . import cli_models
 from .errors import KubeAIError
 from .jobs.spec import FRAMEWORKS
 from .jobs.status import STATES
@@ -365,15 +366,24 @@ def _connection_options(parser: argparse.ArgumentParser, suppress: bool) -> None
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="kubeai", description="Submit notebooks as training jobs and manage them through the kubeai hub service.",
+        prog="kubeai",
+        description="Training jobs, registered models and inference services, through the kubeai hub service.",
     )
     _connection_options(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, func, help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help)
+    def leaf(subparsers, name: str, func, help: str) -> argparse.ArgumentParser:
+        sub = subparsers.add_parser(name, help=help, description=help)
         _connection_options(sub, suppress=True)
         sub.set_defaults(func=func)
+        return sub
+
+    def command(name: str, func, help: str) -> argparse.ArgumentParser:
+        return leaf(commands, name, func, help)
+
+    def group(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        _connection_options(sub, suppress=True)
         return sub
 
     submit = command("submit", cmd_submit, "Submit a notebook as a training job; prints its id.")
@@ -418,6 +428,7 @@ def make_parser() -> argparse.ArgumentParser:
         ("delete", cmd_delete, "Delete an ended job's record (its folder stays)."),
     ):
         command(name, func, help).add_argument("job_id")
+    cli_models.add_commands(leaf, group)
     return parser
 
 

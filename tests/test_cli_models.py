@@ -1,0 +1,52 @@
+"""``kubeai models ...`` and ``kubeai services ...`` against the in-process hub service."""
+
+import json
+
+import pytest
+from serviceapp import PREFIX, make_service
+from test_cli import make_runner
+from test_models_api import RecordingServing
+
+
+@pytest.fixture
+async def kubeai(hub, serve, service, tmp_path, monkeypatch):
+    share = tmp_path / "share"
+    (share / "users/alice/out").mkdir(parents=True)
+    (share / "users/alice/out/model.joblib").write_bytes(b"weights")
+    RecordingServing.running = {}
+    app = make_service(tmp_path, share_root=str(share), serving_backend_class=RecordingServing)
+    monkeypatch.setenv("KUBEAI_SERVICE_URL", serve(app.make_app()) + PREFIX)
+    return make_runner("alice-token")
+
+
+async def test_register_alias_deploy_update_rollback(kubeai):
+    code, out = await kubeai("models", "register", "iris", "--path", "out", "--project", "vision", "-t", "team=cv")
+    assert code == 0 and out.startswith("vision/iris version 1 (sha256:"), out
+    assert (await kubeai("models", "register", "iris", "--path", "out/model.joblib", "--project", "vision"))[0] == 0
+    code, out = await kubeai("models", "list")
+    assert "vision/iris" in out and out.splitlines()[1].split()[2] == "2"
+    assert (await kubeai("models", "alias", "vision/iris", "production", "1"))[0] == 0
+    code, out = await kubeai("models", "show", "iris", "--json")
+    model = json.loads(out)
+    assert model["aliases"] == {"production": 1} and [v["version"] for v in model["versions"]] == [2, 1]
+    code, out = await kubeai("services", "deploy", "iris-api", "iris", "--alias", "production")
+    assert code == 0 and "iris:1" in out and "Ready" in out
+    code, out = await kubeai("services", "update", "iris-api", "--version", "2")
+    assert code == 0 and "iris:2" in out
+    code, out = await kubeai("services", "rollback", "iris-api")
+    assert code == 0 and "iris:1" in out
+    code, out = await kubeai("models", "delete-version", "iris", "1")
+    assert code == 1  # in use: the message is on stderr
+    assert (await kubeai("services", "delete", "iris-api"))[0] == 0
+    assert (await kubeai("models", "archive", "iris", "2"))[0] == 0
+    code, out = await kubeai("models", "show", "iris")
+    assert "(archived)" in out
+
+
+async def test_bad_input_is_a_message_and_exit_1(kubeai, capsys):
+    code, _ = await kubeai("models", "register", "Bad Name", "--path", "out")
+    assert code == 1 and "is not valid" in capsys.readouterr().err
+    code, _ = await kubeai("models", "show", "nope")
+    assert code == 1 and "You have no model 'nope'" in capsys.readouterr().err
+    code, _ = await kubeai("services", "predict", "x", "{not json")
+    assert code == 2
