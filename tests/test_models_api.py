@@ -21,7 +21,7 @@ class RecordingServing(ServingBackend):
     name = "local"
     running: dict = {}
 
-    def model_path(self, relative):
+    def model_path(self, share_root, relative):
         return "/models/" + relative
 
     async def deploy(self, spec):

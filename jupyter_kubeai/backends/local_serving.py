@@ -30,7 +30,6 @@ from ..errors import InvalidInput, Unavailable
 from ..jobs.local import pid_alive
 from ..jobs.local_commands import free_port
 from ..jobs.supervise import tail
-from ..local.share import default_share_root
 from ..local.spawner import count_local_gpus
 from ..models.deploy import ServingBackend
 from ..models.spec import DeploymentSpec, ServiceStatus
@@ -41,15 +40,6 @@ SWITCH_GRACE = 1.0
 
 class LocalServing(ServingBackend):
     name = "local"
-
-    share_root = Unicode(
-        config=True,
-        help="""Root of the local share, where the registry keeps models (``models/``). Default: ``$KUBEAI_STATE_DIR/share``.""",
-    )
-
-    @default("share_root")
-    def _default_share_root(self):
-        return default_share_root()
 
     state_dir = Unicode(
         config=True,
@@ -99,8 +89,8 @@ class LocalServing(ServingBackend):
 
     # --- processes -----------------------------------------------------------------------------
 
-    def model_path(self, relative: str) -> str:
-        return str(Path(self.share_root).absolute() / relative)
+    def model_path(self, share_root: str, relative: str) -> str:
+        return str(Path(share_root).absolute() / relative)  # the same machine: the service's own path
 
     def _check(self, spec: DeploymentSpec) -> None:
         if spec.replicas != 1 or spec.max_replicas > 1:
@@ -130,9 +120,12 @@ class LocalServing(ServingBackend):
         while True:
             if proc.poll() is not None:
                 raise Unavailable(f"The model server for {spec.name!r} exited ({proc.returncode}):\n{tail(log_path)}")
-            response = await client.fetch(url + "/v2/health/ready", raise_error=False, request_timeout=2)
-            if response.code == 200:
-                break
+            try:
+                response = await client.fetch(url + "/v2/health/ready", raise_error=False, request_timeout=2)
+                if response.code == 200:
+                    break
+            except OSError:
+                pass  # not listening yet
             if time.monotonic() > deadline:
                 self._terminate(proc.pid)
                 raise Unavailable(f"The model server for {spec.name!r} was not ready in {self.ready_timeout:.0f} s:\n"

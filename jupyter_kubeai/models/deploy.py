@@ -25,8 +25,8 @@ class ServingBackend(LoggingConfigurable, metaclass=_BackendMeta):
     async def stop(self) -> None:
         """Called once when the service stops (deployments keep running)."""
 
-    def model_path(self, relative: str) -> str:
-        """Where the runtime sees a version's folder (``relative`` to the share root).
+    def model_path(self, share_root: str, relative: str) -> str:
+        """Where the runtime sees a version's folder (``relative`` to the share, which the service sees at ``share_root``).
 
         On a cluster the folder is mounted read-only at KServe's usual place.
         """

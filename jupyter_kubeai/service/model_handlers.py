@@ -110,13 +110,18 @@ async def forward(serving, name: str, method: str, path: str, body: bytes | None
         status = await serving.status(name)
         if not status.url:
             raise Unavailable(f"Service {name!r} is not running: {status.reason or status.state}")
-        response = await AsyncHTTPClient().fetch(
-            HTTPRequest(f"{status.url.rstrip('/')}/{path}", method=method, body=body, headers=headers,
-                        request_timeout=60, allow_nonstandard_methods=True), raise_error=False)
+        try:
+            response = await AsyncHTTPClient().fetch(
+                HTTPRequest(f"{status.url.rstrip('/')}/{path}", method=method, body=body, headers=headers,
+                            request_timeout=60, allow_nonstandard_methods=True), raise_error=False)
+        except OSError as e:  # refused or reset: not connected at all
+            error = e
+            continue
         if response.code != 599:
             return response
+        error = response.error
         # Not connected at all (the route switched in that instant): ask again where it is.
-    raise Unavailable(f"Service {name!r} did not answer ({response.error}); try again in a moment.")
+    raise Unavailable(f"Service {name!r} did not answer ({error}); try again in a moment.")
 
 
 class ServeProxyHandler(ModelHandler):

@@ -208,7 +208,7 @@ class ModelManager:
             choice[GPUS] = str(options["gpus"])
         return DeploymentSpec(
             name=name, owner=owner or who.name, owner_groups=tuple(who.groups), project=model.project, model=model.name,
-            version=version.version, model_path=self.serving.model_path(version.path), model_subpath=version.path,
+            version=version.version, model_path=self.serving.model_path(str(self.share.root), version.path), model_subpath=version.path,
             model_format=version.format, selection=select(view, choice),
             replicas=options.get("replicas", 1), max_replicas=options.get("max_replicas", 0),
             max_batch_size=options.get("max_batch_size", 16), max_latency_ms=float(options.get("max_latency_ms", 5.0)),
