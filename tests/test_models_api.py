@@ -224,3 +224,30 @@ async def test_bad_service_requests_and_a_backend_failure(api, share):
     assert (await post(url + "api/services", "bob-token", {"name": "s", "model_id": model_id}))[0] == 404
     code, answer = await post(url + "api/services", "alice-token", {"name": "s", "model_id": model_id, "replicas": 5})
     assert code == 500 and app.model_manager.store.deployments() == []
+
+
+async def test_on_kubernetes_a_service_is_an_inference_service_naming_the_version(hub, serve, service, share, kube, tmp_path):
+    from test_kube_serving import ISVCS, NS
+
+    kube.serve_kind(ISVCS, "InferenceService")
+    config = Config({"KubernetesServing": {"namespace": NS}, "KubernetesBackend": {"namespace": NS}})
+    app = make_service(tmp_path, mode="kubernetes", config=config, share_root=str(share))
+    await app.serving_backend.start()
+    url = serve(app.make_app()) + PREFIX
+    try:
+        sklearn_file(share / "users/alice/m.joblib")
+        for _ in range(2):
+            code, answer = await post(url + "api/models", "alice-token", {"name": "iris", "path": "m.joblib"})
+        model_id = answer["model"]["id"]
+        code, svc = await post(url + "api/services", "alice-token", {"name": "iris-api", "model_id": model_id, "version": 1})
+        assert code == 201, svc
+        env = {e["name"]: e["value"] for e in kube.get(ISVCS, NS, "iris-api")["spec"]["predictor"]["containers"][0]["env"]}
+        assert env["STORAGE_URI"] == "pvc://kubeai-share/models/user-alice/iris/1"
+        code, svc = await post(url + "api/services/iris-api", "alice-token", {"version": 2}, "PATCH")
+        assert code == 200 and svc["version"] == 2
+        env = {e["name"]: e["value"] for e in kube.get(ISVCS, NS, "iris-api")["spec"]["predictor"]["containers"][0]["env"]}
+        assert env["STORAGE_URI"] == "pvc://kubeai-share/models/user-alice/iris/2"
+        assert (await call(url + "api/services/iris-api", "alice-token", method="DELETE"))[0] == 204
+        assert kube.get(ISVCS, NS, "iris-api") is None
+    finally:
+        await app.serving_backend.stop()
