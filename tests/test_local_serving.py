@@ -97,6 +97,11 @@ async def test_deploy_predict_update_under_load_and_roll_back(api):
     assert seen[-1] == expected[1]
     assert all(answer in (expected[1], expected[2]) for answer in seen)
 
+    # A restarted hub service finds the running model server again.
+    again = type(app.serving_backend)(state_dir=app.serving_backend.state_dir)
+    await again.start()
+    assert (await again.status("clf-api")).state == "Ready"
+
     # Delete: the model server goes away, the proxy says so.
     pid = app.serving_backend.current["clf-api"]["pid"]
     assert (await call(url + "api/services/clf-api", "alice-token", method="DELETE"))[0] == 204

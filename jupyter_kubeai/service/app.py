@@ -99,10 +99,11 @@ class KubeAIService(Application):
         # For --help-all and config files: the backends' settings too.
         from ..backends.kubernetes import KubernetesBackend
         from ..backends.local import LocalBackend
+        from ..backends.kubernetes_serving import KubernetesServing
         from ..backends.local_serving import LocalServing
         from ..kube.settings import KubeSettings
 
-        return [KubeAIService, LocalBackend, KubernetesBackend, LocalServing, KubeSettings]
+        return [KubeAIService, LocalBackend, KubernetesBackend, LocalServing, KubernetesServing, KubeSettings]
 
     @default("log_level")
     def _default_log_level(self):
