@@ -337,3 +337,225 @@ export class JobsAPI {
     return requestLab(`jobs/${encodeURIComponent(id)}/files`);
   }
 }
+
+// --- models and inference services ------------------------------------------------------------
+
+/** How a model version stores its files, as the registry names it. */
+export type ModelFormat = 'sklearn' | 'torchscript' | 'custom';
+
+/** The job (and what it ran) a version came from; `source` is the registered path. */
+export interface ILineage {
+  job_id?: string;
+  notebook?: string;
+  snapshot?: string;
+  image?: string;
+  parameters?: { [key: string]: unknown };
+  framework?: string;
+  state?: string;
+  source?: string;
+}
+
+/** One tensor of a signature (Open Inference Protocol v2 style). */
+export interface ITensorSpec {
+  name: string;
+  datatype?: string;
+  shape?: number[];
+}
+
+/** A version's optional input/output signature. */
+export interface ISignature {
+  inputs?: ITensorSpec[];
+  outputs?: ITensorSpec[];
+}
+
+/** One immutable version of a registered model. */
+export interface IModelVersion {
+  model_id: number;
+  version: number;
+  /** The registry folder relative to the share root. */
+  path: string;
+  checksum: string;
+  format: ModelFormat | string;
+  signature: ISignature;
+  metrics: { [name: string]: unknown };
+  tags: { [name: string]: unknown };
+  lineage: ILineage;
+  archived: boolean;
+  created: number;
+  created_by: string;
+}
+
+/** A registered model (`GET models`); `GET models/{id}` adds its versions, newest first. */
+export interface IModel {
+  id: number;
+  scope: string;
+  name: string;
+  project: string | null;
+  owner: string;
+  description: string;
+  created: number;
+  /** alias -> version */
+  aliases: { [alias: string]: number };
+  latest: number | null;
+  versions?: IModelVersion[];
+}
+
+/** What `POST models` takes. */
+export interface IRegistration {
+  name: string;
+  project: string | null;
+  /** Relative to the home; with `job_id`, inside the job folder ('' = all of it). */
+  path?: string;
+  job_id?: string;
+  format?: string;
+  signature?: ISignature;
+  metrics?: { [name: string]: unknown };
+  tags?: { [name: string]: unknown };
+  description?: string;
+}
+
+/** The states of an inference service. */
+export type ServiceState = 'Pending' | 'Ready' | 'Updating' | 'Failed';
+
+/** An inference service with its live status (`GET services`). */
+export interface IService {
+  name: string;
+  owner: string;
+  project: string | null;
+  model_id: number;
+  model: string;
+  /** The version it should serve. */
+  version: number;
+  /** The version answering now (null while none does). */
+  serving_version: number | null;
+  /** What a rollback goes back to. */
+  previous_version: number | null;
+  state: ServiceState;
+  reason: string;
+  ready_replicas: number;
+  /** Relative to the hub's origin: `/services/kubeai/serve/<name>/`. */
+  endpoint: string;
+  predict_url: string;
+  spec: { options?: { [key: string]: unknown }; [key: string]: unknown };
+  created?: number;
+  updated?: number;
+}
+
+/** What `POST services` takes. */
+export interface IDeployment {
+  name: string;
+  model_id: number;
+  version?: number;
+  alias?: string;
+  replicas?: number;
+  profile?: string;
+  gpus?: number;
+  max_batch_size?: number;
+  max_latency_ms?: number;
+}
+
+/** The model server's answer to a "try it" request, refused or not. */
+export interface IPrediction {
+  ok: boolean;
+  status: number;
+  answer: unknown;
+}
+
+/** What `PATCH services/{name}` takes. */
+export interface IServiceUpdate {
+  version?: number;
+  alias?: string;
+  replicas?: number;
+  profile?: string;
+}
+
+function jsonInit(method: string, body: unknown): RequestInit {
+  return { method, body: JSON.stringify(body), headers: { 'Content-Type': 'application/json' } };
+}
+
+/** The model registry area of the REST API. */
+export class ModelsAPI {
+  list(project?: string): Promise<{ models: IModel[] }> {
+    return requestAPI(project ? `models?project=${encodeURIComponent(project)}` : 'models');
+  }
+
+  /** The model with its versions, newest first. */
+  get(id: number): Promise<IModel> {
+    return requestAPI<IModel>(`models/${id}`);
+  }
+
+  register(registration: IRegistration): Promise<{ model: IModel; version: IModelVersion }> {
+    return requestAPI('models', jsonInit('POST', registration));
+  }
+
+  setArchived(id: number, version: number, archived: boolean): Promise<IModelVersion> {
+    return requestAPI(`models/${id}/versions/${version}`, jsonInit('PATCH', { archived }));
+  }
+
+  /** Refused (409) while a service uses the version. */
+  deleteVersion(id: number, version: number): Promise<void> {
+    return requestAPI(`models/${id}/versions/${version}`, { method: 'DELETE' });
+  }
+
+  setAlias(id: number, alias: string, version: number): Promise<IModel> {
+    return requestAPI(`models/${id}/aliases/${encodeURIComponent(alias)}`, jsonInit('PUT', { version }));
+  }
+
+  deleteAlias(id: number, alias: string): Promise<IModel> {
+    return requestAPI(`models/${id}/aliases/${encodeURIComponent(alias)}`, { method: 'DELETE' });
+  }
+}
+
+/** The inference services area of the REST API. */
+export class ServicesAPI {
+  list(): Promise<{ services: IService[] }> {
+    return requestAPI('services');
+  }
+
+  get(name: string): Promise<IService> {
+    return requestAPI<IService>(`services/${encodeURIComponent(name)}`);
+  }
+
+  /** Deploy a model version; the answer comes once the service is ready (or failed). */
+  deploy(deployment: IDeployment): Promise<IService> {
+    return requestAPI<IService>('services', jsonInit('POST', deployment));
+  }
+
+  /** Switch version (without failed requests), scale or resize. */
+  update(name: string, update: IServiceUpdate): Promise<IService> {
+    return requestAPI<IService>(`services/${encodeURIComponent(name)}`, jsonInit('PATCH', update));
+  }
+
+  rollback(name: string): Promise<IService> {
+    return requestAPI<IService>(`services/${encodeURIComponent(name)}/rollback`, jsonInit('POST', {}));
+  }
+
+  remove(name: string): Promise<void> {
+    return requestAPI<void>(`services/${encodeURIComponent(name)}`, { method: 'DELETE' });
+  }
+
+  /**
+   * One request to the model through the hub service: a KServe v1 body
+   * (with `instances`) or an Open Inference Protocol v2 one; the model
+   * server's answer as it came.
+   */
+  async predict(name: string, body: unknown): Promise<IPrediction> {
+    const settings = ServerConnection.makeSettings();
+    const url = URLExt.join(settings.baseUrl, 'kubeai', 'api', 'services', encodeURIComponent(name), 'predict');
+    let response: Response;
+    try {
+      response = await ServerConnection.makeRequest(url, jsonInit('POST', body), settings);
+    } catch (error) {
+      throw new KubeAIError(`The Jupyter server could not be reached: ${String(error)}`, 0, 'network');
+    }
+    // A refused payload (4xx) is an answer to show too, not only an error.
+    const text = await response.text();
+    let answer: unknown = text;
+    try {
+      answer = JSON.parse(text);
+    } catch {
+      // Not JSON: show the text.
+    }
+    return { ok: response.ok, status: response.status, answer };
+  }
+}

@@ -16,10 +16,12 @@ import { ToolbarButton } from '@jupyterlab/ui-components';
 import { DisposableDelegate, IDisposable } from '@lumino/disposable';
 import { Widget } from '@lumino/widgets';
 
-import { IJob, JobsAPI, KubeAIError } from './api';
+import { IJob, IModel, IService, JobsAPI, KubeAIError, ModelsAPI, ServicesAPI } from './api';
 import { kubeaiIcon } from './icon';
 import { JobDetail } from './jobs';
+import { ModelDetail, RegisterSource, registerModel } from './models';
 import { KubeAIPanel } from './panel';
+import { ServiceDetail } from './services';
 import { INotebookSource, submitNotebook } from './submit';
 
 /** Command IDs of the extension, in one place. */
@@ -29,6 +31,11 @@ export namespace CommandIDs {
   export const submitJob = 'kubeai:submit-job';
   export const openJob = 'kubeai:open-job';
   export const refreshJobs = 'kubeai:refresh-jobs';
+  export const registerModel = 'kubeai:register-model';
+  export const openModel = 'kubeai:open-model';
+  export const refreshModels = 'kubeai:refresh-models';
+  export const openService = 'kubeai:open-service';
+  export const refreshServices = 'kubeai:refresh-services';
 }
 
 /** The open notebooks, to know which one "Submit as job" means. */
@@ -48,6 +55,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
   ) => {
     const trans = (translator ?? nullTranslator).load('jupyter_kubeai');
     const api = new JobsAPI();
+    const modelsAPI = new ModelsAPI();
+    const servicesAPI = new ServicesAPI();
     const panel = new KubeAIPanel(translator ?? nullTranslator);
     app.shell.add(panel, 'left', { rank: 600 });
     if (restorer) {
@@ -86,7 +95,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
           void panel.jobs.refresh();
           openJob(next);
         },
-        onChanged: () => void panel.jobs.refresh()
+        onChanged: () => void panel.jobs.refresh(),
+        registerModel: job => void register({ job })
       });
       const widget = new MainAreaWidget({ content });
       widget.id = id;
@@ -110,6 +120,173 @@ const plugin: JupyterFrontEndPlugin<void> = {
         name: w => w.content.job.job_id
       });
     }
+
+    // --- models: register, details ------------------------------------------------------------
+    const modelDetails = new WidgetTracker<MainAreaWidget<ModelDetail>>({ namespace: 'kubeai-model' });
+    const serviceDetails = new WidgetTracker<MainAreaWidget<ServiceDetail>>({ namespace: 'kubeai-service' });
+
+    const openModel = (model: IModel): void => {
+      const id = `kubeai-model-${model.id}`;
+      const open = modelDetails.find(w => w.id === id);
+      if (open) {
+        app.shell.activateById(id);
+        void open.content.refresh();
+        return;
+      }
+      const content = new ModelDetail(model, {
+        api: modelsAPI,
+        services: servicesAPI,
+        jobs: api,
+        trans,
+        openJob: jobId => void app.commands.execute(CommandIDs.openJob, { id: jobId }),
+        onDeployed: service => {
+          Notification.success(trans.__('Service %1 is %2.', service.name, service.state), { autoClose: 5000 });
+          panel.showServices();
+          void panel.services.refresh();
+          openService(service);
+        },
+        onChanged: () => void panel.models.refresh()
+      });
+      const widget = new MainAreaWidget({ content });
+      widget.id = id;
+      widget.title.icon = kubeaiIcon;
+      widget.title.label = model.name;
+      content.title.changed.connect(() => (widget.title.label = content.title.label));
+      void modelDetails.add(widget);
+      app.shell.add(widget, 'main');
+      app.shell.activateById(id);
+    };
+
+    const openService = (service: IService): void => {
+      const id = `kubeai-service-${service.name}`;
+      const open = serviceDetails.find(w => w.id === id);
+      if (open) {
+        app.shell.activateById(id);
+        void open.content.refresh();
+        return;
+      }
+      const content = new ServiceDetail(service, {
+        api: servicesAPI,
+        models: modelsAPI,
+        trans,
+        openModel: modelId => void app.commands.execute(CommandIDs.openModel, { id: modelId }),
+        onChanged: () => void panel.services.refresh()
+      });
+      const widget = new MainAreaWidget({ content });
+      widget.id = id;
+      widget.title.icon = kubeaiIcon;
+      widget.title.label = service.name;
+      content.title.changed.connect(() => (widget.title.label = content.title.label));
+      void serviceDetails.add(widget);
+      app.shell.add(widget, 'main');
+      app.shell.activateById(id);
+    };
+
+    const register = async (source: RegisterSource): Promise<void> => {
+      let result;
+      try {
+        result = await registerModel(source, trans, modelsAPI, api);
+      } catch (error) {
+        Notification.error(
+          trans.__(
+            'Could not prepare the registration: %1',
+            error instanceof KubeAIError ? error.message : String(error)
+          ),
+          { autoClose: false }
+        );
+        return;
+      }
+      if (!result) {
+        return;
+      }
+      Notification.success(
+        trans.__('Registered %1 version %2.', result.model.name, result.version.version),
+        { autoClose: 5000 }
+      );
+      app.shell.activateById(panel.id);
+      panel.showModels();
+      void panel.models.refresh();
+      openModel(result.model);
+    };
+
+    panel.models.modelOpened.connect((_, model) => openModel(model));
+    panel.services.serviceOpened.connect((_, service) => openService(service));
+
+    app.commands.addCommand(CommandIDs.openModel, {
+      label: args => trans.__('Open KubeAI model %1', String(args.id ?? '')),
+      execute: async args => openModel(await modelsAPI.get(Number(args.id)))
+    });
+    app.commands.addCommand(CommandIDs.openService, {
+      label: args => trans.__('Open KubeAI service %1', String(args.name ?? '')),
+      execute: async args => openService(await servicesAPI.get(String(args.name)))
+    });
+    app.commands.addCommand(CommandIDs.refreshModels, {
+      label: trans.__('Refresh the KubeAI models'),
+      execute: () => panel.models.refresh()
+    });
+    app.commands.addCommand(CommandIDs.refreshServices, {
+      label: trans.__('Refresh the KubeAI services'),
+      execute: () => panel.services.refresh()
+    });
+    if (restorer) {
+      void restorer.restore(modelDetails, {
+        command: CommandIDs.openModel,
+        args: w => ({ id: w.content.model.id }),
+        name: w => String(w.content.model.id)
+      });
+      void restorer.restore(serviceDetails, {
+        command: CommandIDs.openService,
+        args: w => ({ name: w.content.service.name }),
+        name: w => w.content.service.name
+      });
+    }
+
+    const selectedPath = (): string | null => {
+      if (!fileBrowser) {
+        return null;
+      }
+      for (const item of fileBrowser.selectedItems()) {
+        return item.path;
+      }
+      return null;
+    };
+    app.commands.addCommand(CommandIDs.registerModel, {
+      label: args =>
+        args.fileBrowser ? trans.__('Register as model') : trans.__('Register a model'),
+      caption: trans.__('Register a file or folder (or a job\'s outputs) as a new model version'),
+      icon: kubeaiIcon,
+      isEnabled: args => !args.fileBrowser || selectedPath() !== null,
+      execute: async args => {
+        if (args.jobId) {
+          let job: IJob;
+          try {
+            job = await api.get(String(args.jobId));
+          } catch (error) {
+            Notification.error(trans.__('Could not read job %1: %2', String(args.jobId), String(error)));
+            return;
+          }
+          await register({ job });
+          return;
+        }
+        // A path relative to the home: the file browser's selection, the
+        // one given, or else the folder the file browser shows.
+        const path = args.fileBrowser
+          ? selectedPath()
+          : typeof args.path === 'string'
+            ? args.path
+            : (fileBrowser?.model.path ?? '');
+        if (path === null) {
+          return;
+        }
+        await register({ path });
+      }
+    });
+    app.contextMenu.addItem({
+      command: CommandIDs.registerModel,
+      args: { fileBrowser: true },
+      selector: '.jp-DirListing-item[data-isdir]',
+      rank: 61
+    });
 
     // --- "Submit as job" ---------------------------------------------------------------------
     const notebooks = new WidgetTracker<NotebookWidget>({ namespace: 'kubeai-notebooks' });
@@ -226,6 +403,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
       palette.addItem({ command: CommandIDs.refresh, category });
       palette.addItem({ command: CommandIDs.refreshJobs, category });
       palette.addItem({ command: CommandIDs.submitJob, category });
+      palette.addItem({ command: CommandIDs.registerModel, category });
+      palette.addItem({ command: CommandIDs.refreshModels, category });
+      palette.addItem({ command: CommandIDs.refreshServices, category });
     }
   }
 };

@@ -281,6 +281,8 @@ export interface IJobDetailOptions {
   onResubmitted: (job: IJob) => void;
   /** The list may have changed (cancel, delete). */
   onChanged: () => void;
+  /** "Register model" on a Succeeded job: register (some of) its outputs. */
+  registerModel?: (job: IJob) => void;
 }
 
 /** One job in the main area: facts, actions, metrics, logs, events, files. */
@@ -442,6 +444,10 @@ export class JobDetail extends Widget {
     this.actions.replaceChildren();
     if (job.active) {
       this.actions.appendChild(button(trans.__('Cancel job'), 'cancel', () => void this.cancel()));
+    }
+    if (job.state === 'Succeeded' && this.options.registerModel) {
+      const register = this.options.registerModel;
+      this.actions.appendChild(button(trans.__('Register model'), 'register-model', () => register(this.job), true));
     }
     this.actions.appendChild(button(trans.__('Resubmit'), 'resubmit', () => void this.resubmit(), true));
     if (!job.active) {

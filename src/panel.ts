@@ -3,8 +3,9 @@
  *
  * Its first section shows the connection: whether the hub service answers
  * through the server extension, who the user is, their projects (hub groups)
- * and the mode (local or Kubernetes). Its second section lists the jobs
- * (see ./jobs.ts).
+ * and the mode (local or Kubernetes). The next sections list the jobs
+ * (see ./jobs.ts), the registered models (./models.ts) and the inference
+ * services (./services.ts).
  */
 import { PageConfig } from '@jupyterlab/coreutils';
 import { ITranslator, nullTranslator, TranslationBundle } from '@jupyterlab/translation';
@@ -12,9 +13,11 @@ import { SidePanel } from '@jupyterlab/ui-components';
 import { ISignal, Signal } from '@lumino/signaling';
 import { AccordionPanel, Widget } from '@lumino/widgets';
 
-import { ConnectionAPI, IMe, IServer, JobsAPI, KubeAIError } from './api';
+import { ConnectionAPI, IMe, IServer, JobsAPI, KubeAIError, ModelsAPI, ServicesAPI } from './api';
 import { kubeaiIcon } from './icon';
 import { JobsView } from './jobs';
+import { ModelsView } from './models';
+import { ServicesView } from './services';
 
 /** The connection section: one refreshable view of `GET /api/me`. */
 export class ConnectionView extends Widget {
@@ -168,6 +171,8 @@ export class ConnectionView extends Widget {
 export class KubeAIPanel extends SidePanel {
   readonly connection: ConnectionView;
   readonly jobs: JobsView;
+  readonly models: ModelsView;
+  readonly services: ServicesView;
 
   constructor(translator: ITranslator = nullTranslator) {
     const trans = translator.load('jupyter_kubeai');
@@ -184,14 +189,35 @@ export class KubeAIPanel extends SidePanel {
     this.addWidget(this.connection);
     this.jobs = new JobsView(new JobsAPI(), trans);
     this.addWidget(this.jobs);
-    this.connection.meChanged.connect((_, me) => this.jobs.setProjects(me.groups));
+    this.models = new ModelsView(new ModelsAPI(), trans);
+    this.addWidget(this.models);
+    this.services = new ServicesView(new ServicesAPI(), trans);
+    this.addWidget(this.services);
+    this.connection.meChanged.connect((_, me) => {
+      this.jobs.setProjects(me.groups);
+      this.models.setProjects(me.groups);
+    });
   }
 
   /** Expand the Jobs section (after a submission, to show the new job). */
   showJobs(): void {
+    this.expand(this.jobs);
+  }
+
+  /** Expand the Models section (after a registration). */
+  showModels(): void {
+    this.expand(this.models);
+  }
+
+  /** Expand the Services section (after a deployment). */
+  showServices(): void {
+    this.expand(this.services);
+  }
+
+  private expand(section: Widget): void {
     const content = this.content;
-    const index = this.widgets.indexOf(this.jobs);
-    if (content instanceof AccordionPanel && index >= 0 && !this.jobs.isVisible) {
+    const index = this.widgets.indexOf(section);
+    if (content instanceof AccordionPanel && index >= 0 && !section.isVisible) {
       content.expand(index);
     }
   }

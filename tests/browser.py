@@ -131,3 +131,52 @@ class JobsUI:
         if job_id is None:
             return self.page.locator(".jp-KubeAI-job-detail:visible")
         return self.page.locator(f'.jp-KubeAI-job-detail[data-kubeai-job="{job_id}"]')
+
+
+class ModelsUI:
+    """Page object for the models and services parts: Register/Deploy dialogs, Models and
+    Services lists, model detail (versions) and service detail (status, "Try it").
+    """
+
+    def __init__(self, page):
+        self.page = page
+
+    def dialog(self, name: str):
+        """An open KubeAI dialog's form: ``register-model``, ``deploy``, ``set-alias``."""
+        form = self.page.locator(f'[data-kubeai-dialog="{name}"]')
+        form.wait_for(timeout=30_000)
+        return form
+
+    def fill(self, form, **fields) -> None:
+        JobsUI(self.page).fill(form, **fields)
+
+    def accept(self) -> None:
+        self.page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept").click()
+
+    def confirm_warning(self) -> None:
+        self.page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-warn").click()
+
+    def model_row(self, name: str):
+        return open_kubeai_panel(self.page).locator(f'[data-kubeai-model="{name}"]')
+
+    def service_row(self, name: str):
+        return open_kubeai_panel(self.page).locator(f'[data-kubeai-service="{name}"]')
+
+    def model_detail(self, name: str | None = None):
+        if name is None:
+            return self.page.locator(".jp-KubeAI-model-detail:visible")
+        return self.page.locator(f'.jp-KubeAI-model-detail[data-kubeai-model="{name}"]')
+
+    def version_row(self, detail, version: int):
+        return detail.locator(f'tr[data-kubeai-version="{version}"]')
+
+    def service_detail(self, name: str | None = None):
+        if name is None:
+            return self.page.locator(".jp-KubeAI-service-detail:visible")
+        return self.page.locator(f'.jp-KubeAI-service-detail[data-kubeai-service="{name}"]')
+
+    def try_it(self, detail, body: str):
+        """Send ``body`` from the detail's "Try it" box; returns (status locator, response locator)."""
+        detail.locator('[data-kubeai-field="try-request"]').fill(body)
+        detail.locator('[data-kubeai-action="try-send"]').click()
+        return detail.locator('[data-kubeai-field="try-status"]'), detail.locator('[data-kubeai-field="try-response"]')

@@ -1,0 +1,644 @@
+/**
+ * The Services section of the KubeAI panel and a service's detail view.
+ *
+ * The list shows the inference services the caller may see: name, model
+ * and version, state and endpoint. The detail view (a main-area widget)
+ * shows the status (state, reason, serving version, replicas), the full
+ * endpoint URL, a "Try it" box that sends a sample request (prefilled from
+ * the version's signature) through `POST services/<name>/predict` and
+ * shows the model server's answer, and Update to a version, Roll back,
+ * Scale and Delete. Both poll every two seconds while they are visible and
+ * a service is not Ready, and not at all otherwise.
+ */
+import { Dialog, showDialog } from '@jupyterlab/apputils';
+import { TranslationBundle } from '@jupyterlab/translation';
+import { copyIcon } from '@jupyterlab/ui-components';
+import { ISignal, Signal } from '@lumino/signaling';
+import { Message } from '@lumino/messaging';
+import { Widget } from '@lumino/widgets';
+
+import { IModel, IService, ISignature, KubeAIError, ModelsAPI, ServicesAPI } from './api';
+import { button, el, errorText, when } from './dom';
+
+/** How often the list and an open detail poll while a service is not Ready (ms). */
+export const SERVICE_POLL_MS = 2000;
+
+/** The full URL of a hub-relative endpoint (Lab runs on the hub's origin behind its proxy). */
+export function fullURL(endpoint: string, origin = window.location.origin): string {
+  if (/^https?:\/\//.test(endpoint)) {
+    return endpoint;
+  }
+  return origin + (endpoint.startsWith('/') ? '' : '/') + endpoint;
+}
+
+/**
+ * A sample request for "Try it": Open Inference Protocol v2 inputs of
+ * zeros when the version has a signature, else a KServe v1 `instances`
+ * template to edit.
+ */
+export function sampleRequest(signature?: ISignature | null): object {
+  const inputs = signature?.inputs ?? [];
+  if (inputs.length === 0) {
+    return { instances: [[0, 0, 0, 0]] };
+  }
+  return {
+    inputs: inputs.map((input, i) => {
+      const shape = (input.shape && input.shape.length ? input.shape : [1]).map(d => (d > 0 ? d : 1));
+      const size = shape.reduce((a, b) => a * b, 1);
+      const datatype = input.datatype || 'FP32';
+      const zero = datatype === 'BOOL' ? false : datatype === 'BYTES' ? '' : 0;
+      return { name: input.name || `input-${i}`, shape, datatype, data: new Array(size).fill(zero) };
+    })
+  };
+}
+
+/** A request body as text: one line per instance / tensor, readable and editable. */
+export function requestText(body: object): string {
+  return JSON.stringify(body, null, 1).replace(/\[\s+([^[\]{}]*?)\s+\]/g, (_, inner: string) =>
+    `[${inner.replace(/\s*\n\s*/g, ' ')}]`
+  );
+}
+
+function stateBadge(service: IService): HTMLElement {
+  const badge = el('span', {
+    className: `jp-KubeAI-state jp-KubeAI-state-${service.state.toLowerCase()}`,
+    text: service.state,
+    field: 'state'
+  });
+  if (service.reason) {
+    badge.title = service.reason;
+  }
+  return badge;
+}
+
+/** `model:v2` (and `→ v3` while it switches). */
+function versionText(service: IService): string {
+  let text = `${service.model}:v${service.version}`;
+  if (service.serving_version !== null && service.serving_version !== service.version) {
+    text += ` (serving v${service.serving_version})`;
+  }
+  return text;
+}
+
+/** The Services section: the inference services the caller may see. */
+export class ServicesView extends Widget {
+  constructor(
+    private readonly api: ServicesAPI,
+    private readonly trans: TranslationBundle
+  ) {
+    super();
+    this.addClass('jp-KubeAI-services');
+    this.addClass('jp-KubeAI-section');
+    this.title.label = trans.__('Services');
+    this.build();
+  }
+
+  /** A service was clicked: its detail should open. */
+  get serviceOpened(): ISignal<this, IService> {
+    return this._serviceOpened;
+  }
+
+  get services(): readonly IService[] {
+    return this._services;
+  }
+
+  /** List again now (and keep polling while a service is not Ready). */
+  async refresh(): Promise<void> {
+    this.stopPolling();
+    try {
+      const { services } = await this.api.list();
+      this._services = services;
+      this.node.dataset.state = 'listed';
+      this.render();
+    } catch (error) {
+      this.node.dataset.state = 'error';
+      this.message.textContent = this.trans.__('The services could not be listed: %1', errorText(error));
+      this.message.hidden = false;
+    }
+    this.schedule();
+  }
+
+  protected onAfterShow(msg: Message): void {
+    void this.refresh();
+  }
+
+  protected onAfterAttach(msg: Message): void {
+    if (this.isVisible) {
+      void this.refresh();
+    }
+  }
+
+  protected onBeforeHide(msg: Message): void {
+    this.stopPolling();
+  }
+
+  protected onBeforeDetach(msg: Message): void {
+    this.stopPolling();
+  }
+
+  dispose(): void {
+    this.stopPolling();
+    super.dispose();
+  }
+
+  private schedule(): void {
+    this.stopPolling();
+    if (this.isDisposed || !this.isVisible) {
+      return;
+    }
+    if (this._services.some(s => s.state !== 'Ready')) {
+      this.timer = window.setTimeout(() => void this.refresh(), SERVICE_POLL_MS);
+    }
+  }
+
+  private stopPolling(): void {
+    if (this.timer !== null) {
+      window.clearTimeout(this.timer);
+      this.timer = null;
+    }
+  }
+
+  private build(): void {
+    const bar = el('div', { className: 'jp-KubeAI-jobs-filters' });
+    bar.append(button(this.trans.__('Refresh'), 'refresh-services', () => void this.refresh()));
+    this.message = el('p', { className: 'jp-KubeAI-muted', field: 'services-message' });
+    this.list = el('ul', { className: 'jp-KubeAI-job-list', field: 'services' });
+    this.node.append(bar, this.message, this.list);
+  }
+
+  private render(): void {
+    const trans = this.trans;
+    this.list.replaceChildren();
+    this.message.hidden = this._services.length > 0;
+    this.message.textContent = trans.__('No services yet. Open a model and use "Deploy" on one of its versions.');
+    for (const service of this._services) {
+      const li = el('li', { className: 'jp-KubeAI-job jp-KubeAI-item' });
+      li.dataset.kubeaiService = service.name;
+      li.dataset.kubeaiState = service.state;
+      li.tabIndex = 0;
+      li.title = trans.__('Open service %1', service.name);
+      const top = el('div', { className: 'jp-KubeAI-job-top' });
+      top.append(el('span', { className: 'jp-KubeAI-job-name', text: service.name, field: 'name' }), stateBadge(service));
+      const facts = el('div', { className: 'jp-KubeAI-job-facts jp-KubeAI-muted' });
+      facts.append(
+        el('span', { text: versionText(service), field: 'model-version' }),
+        el('span', { text: service.endpoint, field: 'endpoint', className: 'jp-KubeAI-endpoint' })
+      );
+      li.append(top, facts);
+      li.onclick = () => this._serviceOpened.emit(service);
+      li.onkeydown = e => {
+        if (e.key === 'Enter') {
+          this._serviceOpened.emit(service);
+        }
+      };
+      this.list.appendChild(li);
+    }
+  }
+
+  private _services: IService[] = [];
+  private readonly _serviceOpened = new Signal<this, IService>(this);
+  private timer: number | null = null;
+  private message!: HTMLElement;
+  private list!: HTMLUListElement;
+}
+
+/** What the service detail needs from the application. */
+export interface IServiceDetailOptions {
+  api: ServicesAPI;
+  models: ModelsAPI;
+  trans: TranslationBundle;
+  /** Open the model's detail (`kubeai:open-model`). */
+  openModel: (id: number) => void;
+  /** The service list may have changed. */
+  onChanged: () => void;
+}
+
+/** One inference service in the main area: status, endpoint, "Try it", update/rollback/scale/delete. */
+export class ServiceDetail extends Widget {
+  constructor(
+    service: IService,
+    private readonly options: IServiceDetailOptions
+  ) {
+    super();
+    this.service = service;
+    this.addClass('jp-KubeAI-job-detail');
+    this.addClass('jp-KubeAI-service-detail');
+    this.node.dataset.kubeaiService = service.name;
+    this.title.label = service.name;
+    this.title.closable = true;
+    this.build();
+    this.render();
+  }
+
+  service: IService;
+
+  /** Fetch the status again; keep polling while it is not Ready. */
+  async refresh(): Promise<void> {
+    this.stopPolling();
+    try {
+      this.service = await this.options.api.get(this.service.name);
+      this.render();
+      await this.loadModel();
+    } catch (error) {
+      if (error instanceof KubeAIError && error.status === 404) {
+        this.gone();
+        return;
+      }
+      this.showMessage(errorText(error));
+    }
+    this.schedule();
+  }
+
+  protected onAfterAttach(msg: Message): void {
+    void this.refresh();
+  }
+
+  protected onAfterShow(msg: Message): void {
+    if (this.isAttached) {
+      void this.refresh();
+    }
+  }
+
+  protected onBeforeHide(msg: Message): void {
+    this.stopPolling();
+  }
+
+  dispose(): void {
+    this.stopPolling();
+    super.dispose();
+  }
+
+  private schedule(): void {
+    this.stopPolling();
+    if (!this.isDisposed && this.isVisible && this.service.state !== 'Ready') {
+      this.timer = window.setTimeout(() => void this.refresh(), SERVICE_POLL_MS);
+    }
+  }
+
+  private stopPolling(): void {
+    if (this.timer !== null) {
+      window.clearTimeout(this.timer);
+      this.timer = null;
+    }
+  }
+
+  /** The model and its versions (for Update, and the sample request of the version served). */
+  private async loadModel(): Promise<void> {
+    try {
+      this.model = await this.options.models.get(this.service.model_id);
+    } catch {
+      // Keep what was known: the service itself still shows.
+    }
+    this.renderVersions();
+    if (!this.tryEdited && this.sampleVersion !== this.service.version) {
+      this.fillSample();
+    }
+  }
+
+  private build(): void {
+    const trans = this.options.trans;
+    const section = (title: string, name: string) => {
+      const s = el('section', { className: 'jp-KubeAI-detail-section' });
+      s.dataset.kubeaiSection = name;
+      s.appendChild(el('h3', { text: title }));
+      return s;
+    };
+    this.header = el('div', { className: 'jp-KubeAI-detail-header' });
+    this.messageNode = el('p', { className: 'jp-KubeAI-error-detail', field: 'detail-error' });
+    this.messageNode.hidden = true;
+    this.busyNode = el('p', { className: 'jp-KubeAI-muted', field: 'busy' });
+    this.busyNode.hidden = true;
+    this.factsNode = el('dl', { className: 'jp-KubeAI-facts' });
+
+    // Actions: update to a version, roll back, scale, delete.
+    this.actions = el('div', { className: 'jp-KubeAI-actions jp-KubeAI-service-actions' });
+    this.versionSelect = el('select', { className: 'jp-mod-styled', field: 'update-version' });
+    this.versionSelect.onchange = () => (this.versionPicked = true);
+    this.updateButton = button(trans.__('Update'), 'update', () => void this.updateVersion(), 'accept');
+    this.rollbackButton = button(trans.__('Roll back'), 'rollback', () => void this.rollback());
+    this.replicasInput = el('input', { className: 'jp-mod-styled', field: 'replicas' });
+    this.replicasInput.type = 'number';
+    this.replicasInput.min = '1';
+    this.replicasInput.max = '32';
+    this.scaleButton = button(trans.__('Scale'), 'scale', () => void this.scale());
+    this.deleteButton = button(trans.__('Delete service'), 'delete-service', () => void this.remove(), 'warn');
+    const group = (...nodes: (HTMLElement | string)[]) => {
+      const g = el('span', { className: 'jp-KubeAI-action-group' });
+      g.append(...nodes);
+      return g;
+    };
+    this.actions.append(
+      group(el('span', { text: trans.__('Version') }), this.versionSelect, this.updateButton),
+      group(this.rollbackButton),
+      group(el('span', { text: trans.__('Replicas') }), this.replicasInput, this.scaleButton),
+      group(this.deleteButton, button(trans.__('Refresh'), 'refresh-service', () => void this.refresh()))
+    );
+
+    const endpoint = section(trans.__('Endpoint'), 'endpoint');
+    this.endpointBody = el('div');
+    endpoint.appendChild(this.endpointBody);
+
+    const tryIt = section(trans.__('Try it'), 'try');
+    this.tryInput = el('textarea', { className: 'jp-mod-styled jp-KubeAI-try-input', field: 'try-request' });
+    this.tryInput.rows = 6;
+    this.tryInput.spellcheck = false;
+    this.tryInput.oninput = () => (this.tryEdited = true);
+    const tryBar = el('div', { className: 'jp-KubeAI-log-bar' });
+    this.tryStatus = el('span', { className: 'jp-KubeAI-muted', field: 'try-status' });
+    tryBar.append(
+      button(trans.__('Send'), 'try-send', () => void this.sendTry(), 'accept'),
+      button(trans.__('Reset sample'), 'try-reset', () => {
+        this.tryEdited = false;
+        this.fillSample();
+      }),
+      this.tryStatus
+    );
+    this.tryOutput = el('pre', { className: 'jp-KubeAI-log jp-KubeAI-try-output', field: 'try-response' });
+    this.tryOutput.hidden = true;
+    tryIt.append(
+      el('p', {
+        className: 'jp-KubeAI-muted',
+        text: trans.__(
+          'A KServe v1 body ({"instances": [...]}) or an Open Inference Protocol v2 body ({"inputs": [...]}); the answer is the model server\'s.'
+        )
+      }),
+      this.tryInput,
+      tryBar,
+      this.tryOutput
+    );
+
+    this.node.append(this.header, this.messageNode, this.busyNode, this.actions, this.factsNode, endpoint, tryIt);
+  }
+
+  private showMessage(text: string): void {
+    this.messageNode.textContent = text;
+    this.messageNode.hidden = !text;
+  }
+
+  private gone(): void {
+    this.node.dataset.kubeaiState = 'Deleted';
+    this.showMessage(this.options.trans.__('This service no longer exists.'));
+    this.actions.hidden = true;
+  }
+
+  private render(): void {
+    const trans = this.options.trans;
+    const s = this.service;
+    this.title.label = s.name;
+    this.title.caption = trans.__('KubeAI service %1', s.name);
+    this.node.dataset.kubeaiState = s.state;
+    this.header.replaceChildren(el('h2', { text: s.name, field: 'service-name' }), stateBadge(s));
+    if (s.reason) {
+      this.header.appendChild(el('p', { className: 'jp-KubeAI-muted', text: s.reason, field: 'reason' }));
+    }
+    const options = (s.spec?.options ?? {}) as { [key: string]: unknown };
+    const replicas = Number(options.replicas ?? 1);
+    this.factsNode.replaceChildren();
+    const add = (field: string, label: string, value: Node | string) => {
+      const dd = el('dd', { field });
+      dd.append(value);
+      this.factsNode.append(el('dt', { text: label }), dd);
+    };
+    const modelLink = el('a', { text: s.model });
+    modelLink.href = '#';
+    modelLink.title = trans.__('Open model %1', s.model);
+    modelLink.onclick = e => {
+      e.preventDefault();
+      this.options.openModel(s.model_id);
+    };
+    add('model', trans.__('Model'), modelLink);
+    add('version', trans.__('Version'), `v${s.version}`);
+    add('serving-version', trans.__('Serving now'), s.serving_version === null ? '—' : `v${s.serving_version}`);
+    add('previous-version', trans.__('Rolls back to'), s.previous_version === null ? '—' : `v${s.previous_version}`);
+    add('ready-replicas', trans.__('Replicas ready'), `${s.ready_replicas} / ${replicas}`);
+    if (options.profile) {
+      add('profile', trans.__('Size'), String(options.profile));
+    }
+    if (options.max_batch_size !== undefined) {
+      add('max-batch-size', trans.__('Max batch size'), String(options.max_batch_size));
+    }
+    add('project', trans.__('Project'), s.project ?? trans.__('personal'));
+    add('owner', trans.__('Owner'), s.owner);
+    if (s.updated) {
+      add('updated', trans.__('Updated'), when(s.updated));
+    }
+
+    if (document.activeElement !== this.replicasInput) {
+      this.replicasInput.value = String(replicas);
+    }
+    this.rollbackButton.disabled = s.previous_version === null;
+    this.rollbackButton.textContent =
+      s.previous_version === null ? trans.__('Roll back') : trans.__('Roll back to v%1', s.previous_version);
+    this.renderEndpoint();
+    this.setBusy(this.busyText);
+  }
+
+  private renderEndpoint(): void {
+    const trans = this.options.trans;
+    const s = this.service;
+    const url = fullURL(s.endpoint);
+    const predict = fullURL(s.predict_url);
+    const dl = el('dl', { className: 'jp-KubeAI-facts' });
+    const add = (field: string, label: string, value: string) => {
+      const code = el('code', { text: value, field });
+      const copy = el('button', { className: 'jp-KubeAI-chip-remove jp-KubeAI-copy' });
+      copy.appendChild(copyIcon.element({ tag: 'span', height: '14px', width: '14px' }));
+      copy.title = trans.__('Copy');
+      copy.dataset.kubeaiAction = `copy-${field}`;
+      copy.onclick = () => void navigator.clipboard?.writeText(value);
+      const dd = el('dd');
+      dd.append(code, ' ', copy);
+      dl.append(el('dt', { text: label }), dd);
+    };
+    add('endpoint', trans.__('URL'), url);
+    add('predict-url', trans.__('v2 infer'), predict);
+    add('v1-url', trans.__('v1 predict'), `${url}v1/models/${s.model}:predict`);
+    const hint = el('p', {
+      className: 'jp-KubeAI-muted',
+      text: trans.__(
+        'Authenticated by the hub: from a program send "Authorization: token <your JupyterHub API token>" (in Lab: $JUPYTERHUB_API_TOKEN).'
+      )
+    });
+    this.endpointBody.replaceChildren(dl, hint);
+  }
+
+  private renderVersions(): void {
+    const trans = this.options.trans;
+    const versions = (this.model?.versions ?? []).filter(v => !v.archived || v.version === this.service.version);
+    const byVersion = new Map<number, string[]>();
+    for (const [alias, v] of Object.entries(this.model?.aliases ?? {})) {
+      byVersion.set(v, [...(byVersion.get(v) ?? []), alias]);
+    }
+    const current = this.versionSelect.value;
+    const options = versions.map(v => {
+      const aliases = byVersion.get(v.version) ?? [];
+      let label = `v${v.version}`;
+      if (aliases.length) {
+        label += ` (${aliases.join(', ')})`;
+      }
+      if (v.version === this.service.version) {
+        label += ` — ${trans.__('current')}`;
+      }
+      return new Option(label, String(v.version));
+    });
+    const known = [...this.versionSelect.options].map(o => `${o.value}:${o.text}`).join('\n');
+    if (known !== options.map(o => `${o.value}:${o.text}`).join('\n')) {
+      this.versionSelect.replaceChildren(...options);
+      // Keep a version the user picked; otherwise show the one it serves.
+      this.versionSelect.value =
+        this.versionPicked && versions.some(v => String(v.version) === current) ? current : String(this.service.version);
+    }
+  }
+
+  /** Put the sample request of the served version in the "Try it" box. */
+  private fillSample(): void {
+    const version = this.model?.versions?.find(v => v.version === this.service.version);
+    this.sampleVersion = version ? version.version : null;
+    this.tryInput.value = requestText(sampleRequest(version?.signature));
+  }
+
+  private setBusy(text: string): void {
+    this.busyText = text;
+    this.busyNode.textContent = text;
+    this.busyNode.hidden = !text;
+    const busy = !!text;
+    for (const b of [this.updateButton, this.scaleButton, this.deleteButton]) {
+      b.disabled = busy;
+    }
+    if (busy) {
+      this.rollbackButton.disabled = true;
+    }
+    if (busy) {
+      this.node.dataset.kubeaiBusy = 'true';
+    } else {
+      delete this.node.dataset.kubeaiBusy;
+    }
+  }
+
+  /** Run a change (update, rollback, scale): busy meanwhile, then show the new status. */
+  private async change(text: string, what: () => Promise<IService>): Promise<void> {
+    this.setBusy(text);
+    this.showMessage('');
+    // Poll meanwhile: the switch can take a while and the state says how far it is.
+    this.schedule();
+    try {
+      this.service = await what();
+      this.versionPicked = false;
+      this.versionSelect.value = String(this.service.version);
+    } catch (error) {
+      this.showMessage(errorText(error));
+    } finally {
+      this.setBusy('');
+    }
+    this.render();
+    this.options.onChanged();
+    await this.refresh();
+  }
+
+  private async updateVersion(): Promise<void> {
+    const trans = this.options.trans;
+    const version = Number(this.versionSelect.value);
+    if (!version) {
+      return;
+    }
+    await this.change(trans.__('Switching to v%1 (the old version answers until the new one is ready)…', version), () =>
+      this.options.api.update(this.service.name, { version })
+    );
+  }
+
+  private async rollback(): Promise<void> {
+    const trans = this.options.trans;
+    const previous = this.service.previous_version;
+    await this.change(trans.__('Rolling back to v%1…', previous ?? ''), () => this.options.api.rollback(this.service.name));
+  }
+
+  private async scale(): Promise<void> {
+    const trans = this.options.trans;
+    const replicas = Number(this.replicasInput.value);
+    if (!Number.isInteger(replicas) || replicas < 1 || replicas > 32) {
+      this.showMessage(trans.__('Replicas must be a whole number from 1 to 32.'));
+      return;
+    }
+    await this.change(trans.__('Scaling to %1 replicas…', replicas), () =>
+      this.options.api.update(this.service.name, { replicas })
+    );
+  }
+
+  private async remove(): Promise<void> {
+    const trans = this.options.trans;
+    const answer = await showDialog({
+      title: trans.__('Delete service %1?', this.service.name),
+      body: trans.__(
+        'The service stops answering at %1. The model version stays in the registry.',
+        fullURL(this.service.endpoint)
+      ),
+      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: trans.__('Delete') })]
+    });
+    if (!answer.button.accept) {
+      return;
+    }
+    this.setBusy(trans.__('Deleting…'));
+    try {
+      await this.options.api.remove(this.service.name);
+    } catch (error) {
+      this.setBusy('');
+      this.showMessage(errorText(error));
+      return;
+    }
+    this.setBusy('');
+    this.options.onChanged();
+    this.dispose();
+  }
+
+  private async sendTry(): Promise<void> {
+    const trans = this.options.trans;
+    let body: unknown;
+    try {
+      body = JSON.parse(this.tryInput.value);
+    } catch (error) {
+      this.tryStatus.textContent = trans.__('The request is not JSON: %1', String((error as Error).message));
+      this.tryStatus.dataset.kubeaiStatus = 'invalid';
+      return;
+    }
+    this.tryStatus.textContent = trans.__('Sending…');
+    this.tryStatus.dataset.kubeaiStatus = 'sending';
+    const started = performance.now();
+    try {
+      const result = await this.options.api.predict(this.service.name, body);
+      const ms = Math.round(performance.now() - started);
+      this.tryStatus.textContent = result.ok
+        ? trans.__('%1 in %2 ms', result.status, ms)
+        : trans.__('Refused (%1) in %2 ms', result.status, ms);
+      this.tryStatus.dataset.kubeaiStatus = String(result.status);
+      this.tryOutput.textContent =
+        typeof result.answer === 'string' ? result.answer : JSON.stringify(result.answer, null, 2);
+      this.tryOutput.classList.toggle('jp-KubeAI-try-error', !result.ok);
+      this.tryOutput.hidden = false;
+    } catch (error) {
+      this.tryStatus.textContent = errorText(error);
+      this.tryStatus.dataset.kubeaiStatus = 'error';
+    }
+  }
+
+  private model: IModel | null = null;
+  private timer: number | null = null;
+  private busyText = '';
+  private tryEdited = false;
+  private versionPicked = false;
+  private sampleVersion: number | null = null;
+  private header!: HTMLElement;
+  private messageNode!: HTMLElement;
+  private busyNode!: HTMLElement;
+  private factsNode!: HTMLElement;
+  private actions!: HTMLElement;
+  private versionSelect!: HTMLSelectElement;
+  private updateButton!: HTMLButtonElement;
+  private rollbackButton!: HTMLButtonElement;
+  private replicasInput!: HTMLInputElement;
+  private scaleButton!: HTMLButtonElement;
+  private deleteButton!: HTMLButtonElement;
+  private endpointBody!: HTMLElement;
+  private tryInput!: HTMLTextAreaElement;
+  private tryStatus!: HTMLElement;
+  private tryOutput!: HTMLElement;
+}
