@@ -4,7 +4,8 @@
 ``project-<group>`` or ``user-<name>``, slugs). Registering copies the
 chosen file or folder from the caller's volumes — their home, a project
 they are in, the global folder — into a hidden ``.incoming-*`` folder
-first, writes ``model.json`` (format and signature, read by the runtime),
+first, writes ``model.json`` (format and signature, read by the runtime:
+:mod:`jupyter_kubeai.serving.model_dir`),
 computes a SHA-256 over every file's name and bytes, makes it read-only
 and renames it into place: a version is complete or absent, and a later
 change in the job folder cannot alter it.
@@ -17,7 +18,6 @@ folder) is refused, and so is a folder that contains symlinks.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import secrets
 import shutil
@@ -28,13 +28,11 @@ from pathlib import Path
 from ..errors import Forbidden, InvalidInput, NotFound
 from ..local.share import LocalShare
 from ..naming import slug
-from .spec import FORMATS
+from ..serving.model_dir import FORMATS, PREDICTOR_FILE, SKLEARN_FILES, TORCHSCRIPT_FILE, write_model_json
 
 MODELS_FOLDER = "models"
-METADATA_FILE = "model.json"
-#: Canonical file names the runtime looks for, per format (a single registered file is renamed to it).
-CANONICAL = {"sklearn": "model.joblib", "torchscript": "model.pt"}
-PREDICTOR_FILE = "predictor.py"
+#: The file name the runtime looks for, per format (a single registered file is renamed to it).
+CANONICAL = {"sklearn": SKLEARN_FILES[0], "torchscript": TORCHSCRIPT_FILE}
 MAX_BYTES = 20 * 1024**3
 
 
@@ -146,7 +144,7 @@ def stage(share: LocalShare, scope: str, model: str, source: Path, model_format:
                 target = staging / path.relative_to(source)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target)
-        (staging / METADATA_FILE).write_text(json.dumps({"format": model_format, "signature": signature}, indent=2))
+        write_model_json(staging, format=model_format, signature=signature or None)
         return staging, checksum(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

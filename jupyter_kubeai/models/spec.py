@@ -13,11 +13,10 @@ from dataclasses import dataclass
 
 from ..catalog.access import Selection
 from ..errors import InvalidInput
+from ..serving.model_dir import FORMATS
 
 SERVICE_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 MAX_REPLICAS = 32
-#: Model formats the runtime serves without a predictor.py (and KServe's built-in runtimes may).
-FORMATS = ("sklearn", "torchscript", "custom")
 
 
 @dataclass(frozen=True)

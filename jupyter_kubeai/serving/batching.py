@@ -1,0 +1,217 @@
+"""Running ``predict``: in a thread, one request at a time or in adaptive batches.
+
+:class:`Runner` calls ``predict`` for each request in a thread pool
+(batching off): requests run concurrently, up to ``workers`` at once.
+
+:class:`Batcher` gathers concurrent requests into one ``predict`` call
+(batching on) and splits the outputs back, one batch running at a time:
+
+- A batch starts with the oldest waiting request and takes every waiting
+  request whose instances can be stacked with it (same dtype and instance
+  shape), up to ``max_batch_size`` instances.
+- A batch is sent as soon as it is full. Otherwise it waits only for
+  requests the server is already reading (headers in, not yet handed to the
+  batcher: ``arriving()``), and never longer than ``max_latency`` after its
+  oldest request arrived. Nothing is waited for on speculation: a lone
+  request on an idle server is sent at once (batching adds no latency at low
+  load), and with 8 clients and room for 16 the batch does not sit out
+  ``max_latency`` for requests that cannot come before it answers.
+- While one batch runs, the next one gathers; under load batches grow by
+  themselves up to ``max_batch_size``.
+- If a batched ``predict`` fails, each request of the batch is retried on its
+  own, so one bad request fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from concurrent.futures import Executor
+from typing import Callable
+
+import numpy as np
+
+from .protocol import Work
+
+#: Work keys that never share a batch: several named inputs, or a predictor with ``batchable = False``.
+UNBATCHABLE = ("dict", "solo")
+
+
+class BatchMismatch(RuntimeError):
+    """``predict`` returned a number of outputs other than the number of instances."""
+
+
+def _concat(payloads: list):
+    if isinstance(payloads[0], np.ndarray):
+        return np.concatenate(payloads)
+    out = []
+    for p in payloads:
+        out.extend(p)
+    return out
+
+
+def _split(outputs, counts: list[int]) -> list:
+    if isinstance(outputs, dict) or not hasattr(outputs, "__len__"):
+        raise BatchMismatch(f"predict returned {type(outputs).__name__}, expected one output per instance")
+    total = sum(counts)
+    if len(outputs) != total:
+        raise BatchMismatch(f"predict returned {len(outputs)} outputs for {total} instances")
+    parts, start = [], 0
+    for n in counts:
+        parts.append(outputs[start:start + n])
+        start += n
+    return parts
+
+
+def predict_batch(predict, works: list[Work]) -> list[tuple[bool, object]]:
+    """Run ``predict`` on the stacked payloads of ``works`` (in a worker thread).
+
+    Returns ``(ok, outputs or exception)`` per work. A failed batch of more
+    than one is retried one work at a time, so an error belongs to its request.
+    """
+    if len(works) == 1:
+        try:
+            return [(True, predict(works[0].payload))]
+        except Exception as e:
+            return [(False, e)]
+    try:
+        outputs = predict(_concat([w.payload for w in works]))
+        return [(True, part) for part in _split(outputs, [w.count for w in works])]
+    except Exception:
+        return [predict_batch(predict, [w])[0] for w in works]
+
+
+class Runner:
+    """Batching off: each request's ``predict`` in the pool, concurrently."""
+
+    def __init__(self, executor: Executor, metrics):
+        self.executor = executor
+        self.metrics = metrics
+
+    async def submit(self, predict, work: Work):
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        ok, value = (await loop.run_in_executor(self.executor, predict_batch, predict, [work]))[0]
+        self.metrics.observe_batch(1, work.count, time.perf_counter() - t0)
+        if not ok:
+            raise value
+        return value
+
+    async def close(self):
+        pass
+
+
+class _Pending:
+    __slots__ = ("work", "predict", "future", "t0")
+
+    def __init__(self, work: Work, predict, future: asyncio.Future):
+        self.work = work
+        self.predict = predict
+        self.future = future
+        self.t0 = time.monotonic()
+
+
+class Batcher:
+    """Batching on: see the module docstring."""
+
+    def __init__(self, executor: Executor, metrics, *, max_batch_size: int, max_latency: float,
+                 arriving: Callable[[], int] = lambda: 0):
+        self.executor = executor
+        self.metrics = metrics
+        self.max_batch_size = max_batch_size
+        self.max_latency = max_latency
+        self.arriving = arriving
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._wakeup: asyncio.Future | None = None
+        self._task: asyncio.Task | None = None
+        self.batches = 0  # introspection: batches sent, and requests in them
+        self.batched_requests = 0
+
+    async def submit(self, predict, work: Work):
+        loop = asyncio.get_running_loop()
+        if self._task is None:
+            self._task = loop.create_task(self._run())
+        pending = _Pending(work, predict, loop.create_future())
+        self._queue.append(pending)
+        self._wake()
+        return await pending.future
+
+    def notify(self) -> None:
+        """Something changed for a waiting batch (a request arrived, or failed before reaching the batcher)."""
+        self._wake()
+
+    def _wake(self):
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    async def _wait(self, timeout: float | None):
+        """Until a request arrives (or ``timeout`` seconds)."""
+        loop = asyncio.get_running_loop()
+        self._wakeup = wakeup = loop.create_future()
+        timer = loop.call_later(timeout, self._wake) if timeout is not None else None
+        try:
+            await wakeup
+        finally:
+            self._wakeup = None
+            if timer is not None:
+                timer.cancel()
+
+    def _take(self, batch: list[_Pending], size: int) -> int:
+        """Move waiting requests that fit the batch from the queue into it; returns the new size."""
+        first = batch[0]
+        skipped = []
+        while self._queue and size < self.max_batch_size:
+            p = self._queue.popleft()
+            if p.work.key != first.work.key or p.predict != first.predict or size + p.work.count > self.max_batch_size:
+                skipped.append(p)
+                continue
+            batch.append(p)
+            size += p.work.count
+        self._queue.extendleft(reversed(skipped))
+        return size
+
+    async def _run(self):
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._queue:
+                await self._wait(None)
+            first = self._queue.popleft()
+            if first.future.done():  # cancelled (client went away)
+                continue
+            batch = [first]
+            size = first.work.count
+            if first.work.key[0] not in UNBATCHABLE:
+                size = self._take(batch, size)
+                while size < self.max_batch_size and self.arriving() > 0:
+                    remaining = first.t0 + self.max_latency - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    await self._wait(remaining)
+                    size = self._take(batch, size)
+            batch = [p for p in batch if not p.future.done()]
+            if not batch:
+                continue
+            t0 = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self.executor, predict_batch, first.predict, [p.work for p in batch])
+            except BaseException as e:  # the executor itself failed (shut down): fail the batch
+                results = [(False, e)] * len(batch)
+            self.metrics.observe_batch(len(batch), sum(p.work.count for p in batch), time.perf_counter() - t0)
+            self.batches += 1
+            self.batched_requests += len(batch)
+            for p, (ok, value) in zip(batch, results):
+                if p.future.done():
+                    continue
+                if ok:
+                    p.future.set_result(value)
+                else:
+                    p.future.set_exception(value)
+
+    async def close(self):
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass

@@ -1,0 +1,409 @@
+"""HTTP handlers: KServe v1, Open Inference Protocol v2, health, metrics.
+
+Thin: parse the body (:mod:`.protocol`), call the runtime, write JSON.
+Errors map to a status in one place (:meth:`BaseHandler.write_error` with
+``jupyter_kubeai.errors.http_status``): bad input 400, unknown model 404,
+loading or shutting down 503, anything else 500 with a generic message and
+the traceback in the log. Every error body is ``{"error": message}``.
+
+The runtime has no authentication of its own, like KServe's model servers:
+in local mode the hub proxies it at an authenticated URL; on Kubernetes it is
+reached through the cluster's Service/ingress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import re
+import time
+from urllib.parse import unquote
+
+from tornado import httputil, iostream, web
+
+from .. import __version__
+from ..errors import KubeAIError, NotFound, http_status
+from . import protocol
+from .runtime import ModelRuntime
+
+log = logging.getLogger("jupyter_kubeai.serving")
+
+ERROR_KINDS = {400: "invalid_input", 404: "not_found", 405: "invalid_input", 503: "unavailable"}
+
+
+async def v1_predict(rt: ModelRuntime, name: str, body: bytes) -> dict:
+    """``POST /v1/models/<name>:predict``: the response document (or a KubeAIError)."""
+    rt.check_model(name)
+    rt.require_loaded()
+    work = protocol.payload_from_v1(protocol.v1_instances(body), rt.predictor, rt.info.signature)
+    return protocol.v1_response(await rt.predict(work))
+
+
+async def v2_infer(rt: ModelRuntime, name: str, version: str | None, body: bytes) -> dict:
+    """``POST /v2/models/<name>[/versions/<v>]/infer``: the response document (or a KubeAIError)."""
+    rt.check_model(name, version)
+    rt.require_loaded()
+    request, inputs = protocol.v2_request(body)
+    work = protocol.payload_from_v2(inputs, rt.predictor, rt.info.signature)
+    outputs = await rt.predict(work)
+    return protocol.v2_response(outputs, model_name=rt.name, model_version=rt.version, request=request,
+                                signature=rt.info.signature)
+
+
+def error_answer(exc: BaseException | None, status: int, reason: str) -> tuple[int, str]:
+    """The status and message for an error: ours say what to do; anything else is a generic 500."""
+    if isinstance(exc, KubeAIError):
+        return http_status(exc), exc.message
+    if isinstance(exc, web.HTTPError):
+        return exc.status_code, exc.log_message or reason
+    if status < 500:
+        return status, reason
+    return 500, "Internal error in the model server; its log has the details."
+
+
+def error_kind(status: int) -> str | None:
+    if status < 400:
+        return None
+    return ERROR_KINDS.get(status, "internal" if status >= 500 else "invalid_input")
+
+
+class BaseHandler(web.RequestHandler):
+    endpoint = "other"
+    _counted = False
+
+    @property
+    def runtime(self) -> ModelRuntime:
+        return self.settings["runtime"]
+
+    def set_default_headers(self):
+        self.set_header("Content-Type", "application/json")
+
+    def prepare(self):
+        self._t0 = time.perf_counter()
+        self._counted = True
+        self.runtime.inflight += 1
+        self.runtime.metrics.inflight.inc()
+        if self.runtime.shutting_down:
+            # Draining: answer, then close the connection so clients go elsewhere.
+            conn = self.request.connection
+            if hasattr(conn, "_disconnect_on_finish"):
+                conn._disconnect_on_finish = True
+
+    def _uncount(self):
+        if self._counted:
+            self._counted = False
+            self.runtime.inflight -= 1
+            self.runtime.metrics.inflight.dec()
+
+    def on_finish(self):
+        self._uncount()
+        status = self.get_status()
+        elapsed = time.perf_counter() - getattr(self, "_t0", time.perf_counter())
+        self.runtime.metrics.observe_request(self.endpoint, status, elapsed, error_kind(status))
+
+    def on_connection_close(self):
+        self._uncount()
+
+    def write_json(self, doc, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(protocol.dumps(doc))
+
+    def log_exception(self, typ, value, tb):
+        if isinstance(value, (KubeAIError, web.HTTPError)):
+            return  # an answer, not a bug
+        log.error("Internal error in %s %s", self.request.method, self.request.path, exc_info=(typ, value, tb))
+
+    def write_error(self, status_code: int, **kwargs):
+        status_code, message = error_answer(kwargs.get("exc_info", (None, None, None))[1], status_code, self._reason)
+        self.set_status(status_code)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": message}))
+
+
+class NotFoundHandler(BaseHandler):
+    def prepare(self):
+        super().prepare()
+        raise NotFound(f"No such endpoint: {self.request.method} {self.request.path}. "
+                       "See /v1/models/<name>:predict and /v2/models/<name>/infer.")
+
+
+class LiveHandler(BaseHandler):
+    endpoint = "health"
+
+    def get(self):
+        self.write_json({"live": True})
+
+
+class ReadyHandler(BaseHandler):
+    endpoint = "health"
+
+    def get(self):
+        ready = self.runtime.ready
+        self.write_json({"ready": ready}, 200 if ready else 503)
+
+
+class RootHandler(BaseHandler):
+    """KServe's ``GET /`` liveness answer."""
+
+    endpoint = "health"
+
+    def get(self):
+        self.write_json({"status": "alive"})
+
+
+class ServerMetadataHandler(BaseHandler):
+    endpoint = "metadata"
+
+    def get(self):
+        self.write_json({"name": "jupyter_kubeai.serving", "version": __version__, "extensions": []})
+
+
+class MetricsHandler(BaseHandler):
+    endpoint = "metrics"
+
+    def get(self):
+        self.set_header("Content-Type", self.runtime.metrics.content_type)
+        self.finish(self.runtime.metrics.render())
+
+
+class V1ModelsHandler(BaseHandler):
+    endpoint = "v1_models"
+
+    def get(self):
+        self.write_json({"models": [self.runtime.name]})
+
+
+class V1ModelHandler(BaseHandler):
+    endpoint = "v1_model"
+
+    def get(self, name):
+        self.runtime.check_model(name)
+        ready = self.runtime.ready
+        self.write_json({"name": name, "ready": ready}, 200 if ready else 503)
+
+
+class V1PredictHandler(BaseHandler):
+    endpoint = "v1_predict"
+
+    async def post(self, name):
+        self.write_json(await v1_predict(self.runtime, name, self.request.body))
+
+
+class V2ModelHandler(BaseHandler):
+    endpoint = "v2_metadata"
+
+    def get(self, name, version=None):
+        rt = self.runtime
+        rt.check_model(name, version)
+        rt.require_loaded()
+        sig = rt.info.signature
+        self.write_json({
+            "name": rt.name,
+            "versions": [rt.version] if rt.version else [],
+            "platform": rt.platform,
+            "inputs": [t.to_json() for t in sig.inputs],
+            "outputs": [t.to_json() for t in sig.outputs],
+        })
+
+
+class V2ModelReadyHandler(BaseHandler):
+    endpoint = "v2_ready"
+
+    def get(self, name, version=None):
+        self.runtime.check_model(name, version)
+        ready = self.runtime.ready
+        self.write_json({"name": name, "ready": ready}, 200 if ready else 503)
+
+
+class V2InferHandler(BaseHandler):
+    endpoint = "v2_infer"
+
+    async def post(self, name, version=None):
+        self.write_json(await v2_infer(self.runtime, name, version, self.request.body))
+
+
+_NAME = r"([^/:]+)"
+_VERSION = r"(?:/versions/([^/]+))?"
+
+ROUTES = [
+    (r"/", RootHandler),
+    (r"/metrics", MetricsHandler),
+    (r"/v1/models", V1ModelsHandler),
+    (rf"/v1/models/{_NAME}", V1ModelHandler),
+    (rf"/v1/models/{_NAME}:predict", V1PredictHandler),
+    (r"/v2", ServerMetadataHandler),
+    (r"/v2/health/live", LiveHandler),
+    (r"/v2/health/ready", ReadyHandler),
+    (rf"/v2/models/{_NAME}{_VERSION}", V2ModelHandler),
+    (rf"/v2/models/{_NAME}{_VERSION}/ready", V2ModelReadyHandler),
+    (rf"/v2/models/{_NAME}{_VERSION}/infer", V2InferHandler),
+]
+
+
+def log_request(handler: web.RequestHandler) -> None:
+    """Access log: errors always, the rest only with ``access_log``."""
+    status = handler.get_status()
+    quiet = status < 400 or (status == 503 and getattr(handler, "endpoint", "") in ("health", "v1_model", "v2_ready"))
+    if quiet and not handler.settings.get("access_log"):
+        return  # readiness probes answer 503 while loading or draining: expected, not worth a line
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    log.log(level, "%d %s %s %.2fms", status, handler.request.method, handler.request.uri, 1000 * handler.request.request_time())
+
+
+def make_app(runtime: ModelRuntime, *, access_log: bool = False) -> web.Application:
+    return web.Application(
+        ROUTES,
+        default_handler_class=NotFoundHandler,
+        runtime=runtime,
+        access_log=access_log,
+        log_function=log_request,
+        compress_response=False,
+    )
+
+
+# --- the prediction fast path ---------------------------------------------------
+#
+# Predictions are the hot path: at a few hundred microseconds of predict()
+# per batch, tornado's RequestHandler machinery (routing, handler object,
+# header bookkeeping, flush layers) costs more than the model. POSTs to the
+# two predict endpoints are therefore answered by a lean HTTPMessageDelegate
+# on tornado's own HTTP/1.1 connection (same parsing, limits, keep-alive),
+# sharing v1_predict/v2_infer, error_answer and the metrics with the
+# handlers above; every other request goes to the tornado Application.
+
+_FAST_ROUTES = [
+    (re.compile(rf"^/v1/models/{_NAME}:predict$"), "v1_predict"),
+    (re.compile(rf"^/v2/models/{_NAME}{_VERSION}/infer$"), "v2_infer"),
+]
+_JSON_HEADERS = (("Content-Type", "application/json"),)
+
+
+class _HTTPDate:
+    """The Date header, formatted once a second (formatting costs more than a small prediction)."""
+
+    second = -1
+    value = ""
+
+    @classmethod
+    def now(cls) -> str:
+        t = int(time.time())
+        if t != cls.second:
+            cls.second, cls.value = t, email.utils.formatdate(t, usegmt=True)
+        return cls.value
+
+
+class _PredictDelegate(httputil.HTTPMessageDelegate):
+    __slots__ = ("router", "conn", "endpoint", "args", "chunks", "t0", "closed", "responding")
+
+    def __init__(self, router: "ServingRouter", conn, endpoint: str, args: tuple):
+        self.router, self.conn, self.endpoint, self.args = router, conn, endpoint, args
+        self.chunks: list[bytes] = []
+        self.t0 = time.perf_counter()
+        self.closed = False
+        self.responding = False
+        rt = router.runtime
+        rt.inflight += 1
+        rt.metrics.inflight.inc()
+        rt.request_arriving()
+        if rt.shutting_down and hasattr(conn, "_disconnect_on_finish"):
+            conn._disconnect_on_finish = True  # draining: answer, then close so the client goes elsewhere
+
+    def data_received(self, chunk):
+        self.chunks.append(chunk)
+
+    def finish(self):
+        self.responding = True
+        asyncio.ensure_future(self._respond())
+
+    def on_connection_close(self):
+        self.closed = True
+        if not self.responding:  # the client went away mid-request: nothing will answer it
+            rt = self.router.runtime
+            rt.inflight -= 1
+            rt.metrics.inflight.dec()
+            rt.request_arrived()
+
+    async def _respond(self):
+        rt = self.router.runtime
+        rt.request_arrived()  # parsed and handed to predict within this turn, before any await
+        body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        status = 200
+        try:
+            try:
+                if self.endpoint == "v1_predict":
+                    doc = await v1_predict(rt, unquote(self.args[0]), body)
+                else:
+                    doc = await v2_infer(rt, unquote(self.args[0]), self.args[1] and unquote(self.args[1]), body)
+                payload = protocol.dumps(doc)
+            except Exception as e:
+                if not isinstance(e, KubeAIError):
+                    log.error("Internal error in %s", self.endpoint, exc_info=True)
+                status, message = error_answer(e, 500, "")
+                payload = protocol.dumps({"error": message})
+            if not self.closed:
+                headers = httputil.HTTPHeaders(_JSON_HEADERS)
+                headers["Content-Length"] = str(len(payload))
+                headers["Date"] = _HTTPDate.now()
+                self.conn.write_headers(
+                    httputil.ResponseStartLine("HTTP/1.1", status, httputil.responses.get(status, "Unknown")), headers, payload
+                )
+                self.conn.finish()
+        except iostream.StreamClosedError:
+            pass
+        finally:
+            rt.inflight -= 1
+            rt.metrics.inflight.dec()
+            rt.metrics.observe_request(self.endpoint, status, time.perf_counter() - self.t0, error_kind(status))
+            if status >= 400 or self.router.app.settings.get("access_log"):
+                level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+                log.log(level, "%d POST %s %.2fms", status, self.endpoint, 1000 * (time.perf_counter() - self.t0))
+
+
+class _Forward(httputil.HTTPMessageDelegate):
+    """Decides on the start line: the fast path, or the tornado Application."""
+
+    __slots__ = ("router", "server_conn", "conn", "target")
+
+    def __init__(self, router: "ServingRouter", server_conn, conn):
+        self.router, self.server_conn, self.conn = router, server_conn, conn
+        self.target = None
+
+    def headers_received(self, start_line, headers):
+        if start_line.method == "POST" and "?" not in start_line.path:
+            for regex, endpoint in _FAST_ROUTES:
+                m = regex.match(start_line.path)
+                if m:
+                    self.target = _PredictDelegate(self.router, self.conn, endpoint, m.groups())
+                    return None
+        self.target = self.router.app.start_request(self.server_conn, self.conn)
+        return self.target.headers_received(start_line, headers)
+
+    def data_received(self, chunk):
+        return self.target.data_received(chunk)
+
+    def finish(self):
+        self.target.finish()
+
+    def on_connection_close(self):
+        if self.target is not None:
+            self.target.on_connection_close()
+
+
+class ServingRouter(httputil.HTTPServerConnectionDelegate):
+    """What the HTTPServer serves: the prediction fast path, then the Application."""
+
+    def __init__(self, app: web.Application, runtime: ModelRuntime):
+        self.app = app
+        self.runtime = runtime
+
+    def start_request(self, server_conn, request_conn):
+        return _Forward(self, server_conn, request_conn)
+
+    def on_close(self, server_conn):
+        self.app.on_close(server_conn)
+
+
+def make_server_delegate(runtime: ModelRuntime, *, access_log: bool = False) -> ServingRouter:
+    return ServingRouter(make_app(runtime, access_log=access_log), runtime)
