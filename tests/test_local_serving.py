@@ -1,13 +1,14 @@
-"""A registered scikit-learn model served by real local model-server processes, through the hub service.
+"""Models trained by real notebook jobs, registered, and served by real local model-server processes.
 
-It is updated to version 2 and rolled back while a client sends requests
-without pause: no request fails, and the answers switch versions.
+The service is updated to version 2 and rolled back while clients send
+requests without pause: no request fails, and the answers switch versions.
 """
 
 import asyncio
 import json
 
 import joblib
+import nbformat
 import numpy as np
 import pytest
 from serviceapp import PREFIX, call, make_service
@@ -16,6 +17,7 @@ from tornado.httpclient import AsyncHTTPClient
 from traitlets.config import Config
 
 from jupyter_kubeai.jobs.local import pid_alive
+from jupyter_kubeai.jobs.submission import new_job_id, prepare_job_folder
 
 FEATURES = 20
 
@@ -27,11 +29,40 @@ def train(flip: bool) -> LogisticRegression:
     return LogisticRegression().fit(x, 1 - y if flip else y)
 
 
+#: The notebook a job runs: the same training as train(), the model saved in the job folder.
+TRAIN_NOTEBOOK = nbformat.v4.new_notebook(cells=[
+    nbformat.v4.new_code_cell("flip = False", metadata={"tags": ["parameters"]}),
+    nbformat.v4.new_code_cell(
+        "import joblib, numpy as np\nfrom sklearn.linear_model import LogisticRegression\nimport jupyter_kubeai\n"
+        f"rng = np.random.default_rng(0)\nx = rng.normal(size=(200, {FEATURES}))\n"
+        "y = (x[:, 0] + x[:, 1] > 0).astype(int)\nmodel = LogisticRegression().fit(x, 1 - y if flip else y)\n"
+        "jupyter_kubeai.log_metric(step=0, accuracy=model.score(x, 1 - y if flip else y))\n"
+        "joblib.dump(model, 'model.joblib')\n"
+    ),
+])
+
+
+async def run_training_job(url, share, flip: bool) -> str:
+    job_id = new_job_id("train")
+    prepare_job_folder(share / "users/alice", job_id, TRAIN_NOTEBOOK, {"flip": flip}, "train.ipynb")
+    code, job = await post(url + "api/jobs", {"job_id": job_id, "name": "train", "framework": "single",
+                                            "parameters": {"flip": flip}})
+    assert code == 201, job
+    for _ in range(600):
+        _, job = await call(url + f"api/jobs/{job_id}", "alice-token")
+        if not job["active"]:
+            break
+        await asyncio.sleep(0.1)
+    assert job["state"] == "Succeeded", job["reason"]
+    return job_id
+
+
 @pytest.fixture
 async def api(hub, serve, service, tmp_path):
     share = tmp_path / "share"
     (share / "users/alice/out").mkdir(parents=True)
-    config = Config({"LocalServing": {"state_dir": str(tmp_path / "services"), "local_gpus": 0}})
+    config = Config({"LocalServing": {"state_dir": str(tmp_path / "services"), "local_gpus": 0},
+                     "LocalBackend": {"share_root": str(share), "local_gpus": 0}})
     app = make_service(tmp_path, config=config, share_root=str(share))
     await app.serving_backend.start()
     yield app, serve(app.make_app()) + PREFIX, share
@@ -45,11 +76,13 @@ async def post(url, body, method="POST"):
 
 async def test_deploy_predict_update_under_load_and_roll_back(api):
     app, url, share = api
-    v1, v2 = train(flip=False), train(flip=True)
-    for model in (v1, v2):
-        joblib.dump(model, share / "users/alice/out/model.joblib")
-        code, answer = await post(url + "api/models", {"name": "clf", "path": "out/model.joblib"})
+    v1, v2 = train(flip=False), train(flip=True)  # what the jobs compute, for the expected answers
+    for flip in (False, True):
+        job_id = await run_training_job(url, share, flip)
+        code, answer = await post(url + "api/models", {"name": "clf", "job_id": job_id, "path": "model.joblib"})
         assert code == 201, answer
+        assert answer["version"]["lineage"]["parameters"] == {"flip": flip}
+        assert answer["version"]["metrics"]["accuracy"] > 0.9
     model_id = answer["model"]["id"]
     x = np.random.default_rng(1).normal(size=(4, FEATURES))
     expected = {1: v1.predict(x).tolist(), 2: v2.predict(x).tolist()}
