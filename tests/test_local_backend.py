@@ -135,7 +135,10 @@ async def test_a_tensorflow_parameter_server_job_runs_chief_workers_and_ps(store
         "c = json.loads(os.environ['TF_CONFIG'])\n"
         "print('task', c['task']['type'], c['task']['index'], sorted(c['cluster']), flush=True)\n"
         "jupyter_kubeai.log_metric(step=0, loss=1.0)\n"
-        "if c['task']['type'] == 'ps': time.sleep(600)\n"
+        "if c['task']['type'] == 'ps':\n"
+        "    open('ps-started', 'w').close()\n"
+        "    time.sleep(600)\n"
+        "while not os.path.exists('ps-started'): time.sleep(0.05)  # as training waits for its servers\n"
     )
     spec = submit(store, backend, tmp_path, "job-tf", body, framework="tensorflow", workers=2, parameter_servers=1)
     await backend.submit(spec)
