@@ -9,7 +9,9 @@ Commands (``kubeai <command> --help`` for each):
 - ``jobs [--state S] [--project P] [--json]``: the jobs you can see;
 - ``status <id> [--json]``: one job, its state fresh from the backend;
 - ``logs <id> [--replica R] [-f]``: a replica's log, streamed with ``-f``;
-- ``cancel <id>``, ``resubmit <id>``, ``delete <id>``.
+- ``cancel <id>``, ``resubmit <id>``, ``delete <id>``;
+- ``doctor [--json]``: check the cluster (hub admins); ``doctor --kubeconfig
+  PATH`` checks it straight, without the hub (see :mod:`.cli_doctor`).
 
 The service is ``--url`` or ``$KUBEAI_SERVICE_URL`` (set in every lab
 started by the hub), the credential ``--token`` or ``$JUPYTERHUB_API_TOKEN``
@@ -39,7 +41,7 @@ from pathlib import Path
 import nbformat
 import nbformat.reader
 
-from . import cli_models
+from . import cli_doctor, cli_models
 from .errors import KubeAIError
 from .jobs.spec import FRAMEWORKS
 from .jobs.status import STATES
@@ -429,6 +431,7 @@ def make_parser() -> argparse.ArgumentParser:
     ):
         command(name, func, help).add_argument("job_id")
     cli_models.add_commands(leaf, group)
+    cli_doctor.add_command(command)
     return parser
 
 
@@ -439,14 +442,15 @@ def main(argv: list[str] | None = None, out=None) -> int:
     args = parser.parse_args(argv)
     url = args.url or os.environ.get(ENV_URL)
     token = args.token or os.environ.get(ENV_TOKEN)
-    if not url:
+    direct = cli_doctor.runs_without_service(args)  # kubeai doctor --kubeconfig: no service involved
+    if not url and not direct:
         parser.error(f"no service URL: pass --url or set ${ENV_URL} (it ends with /services/kubeai/).")
-    if not token:
+    if not token and not direct:
         parser.error(f"no hub token: pass --token or set ${ENV_TOKEN} (make one on the hub's token page).")
-    if urllib.parse.urlparse(url).scheme not in ("http", "https"):
+    if url and urllib.parse.urlparse(url).scheme not in ("http", "https"):
         parser.error(f"--url must be an http(s) URL, not {url!r}.")
     try:
-        return args.func(Client(url, token), args, out)
+        return args.func(None if direct else Client(url, token), args, out)
     except argparse.ArgumentTypeError as e:
         parser.error(str(e))
     except (CLIError, KubeAIError) as e:

@@ -98,6 +98,10 @@ def _configured_list(section, name: str) -> list:
     return list(section[name]) if name in section else []
 
 
+#: What the in-cluster Kubernetes client and the backends read, passed on to the service in kubernetes mode.
+CLUSTER_ENV = ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "POD_NAMESPACE")
+
+
 def _service(c, *, mode: str, url: str, args: list[str] = (), environment: dict[str, str] | None = None) -> None:
     services = [s for s in _configured_list(c.JupyterHub, "services") if s.get("name") != SERVICE_NAME]
     services.append(
@@ -110,6 +114,7 @@ def _service(c, *, mode: str, url: str, args: list[str] = (), environment: dict[
             "environment": {
                 "KUBEAI_MODE": mode,
                 **{k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)},
+                **{k: os.environ[k] for k in (CLUSTER_ENV if mode == "kubernetes" else ()) if os.environ.get(k)},
                 **(environment or {}),
             },
             "oauth_no_confirm": True,

@@ -36,6 +36,8 @@ the server.
   exit.
 * ``fail()`` makes chosen requests answer an error (e.g. 403 on pod
   creation) before anything is stored.
+* ``SelfSubjectAccessReview`` (``kubectl auth can-i``): allowed, unless
+  ``deny()`` named the verb and resource (then ``allowed: false``).
 * Pod logs (``pods/log``): what tests wrote with ``write_log()``, with
   ``tailLines``, and ``follow=true`` streaming until the pod ends or goes;
   a pod that has not started answers 400, as the real API does.
@@ -44,7 +46,9 @@ the server.
 * ``compact()`` forgets the history: watches resuming from an older
   resourceVersion get a 410 Expired ``ERROR`` event, as after etcd compaction.
 * Every request is recorded as an ``ApiCall`` (method, path, query, RBAC
-  verb, resource, namespace, name, bearer token, status) in ``calls``.
+  verb, resource, namespace, name, bearer token, status) in ``calls``, and
+  in the session-wide ``SESSION_CALLS`` (written to the file named by
+  ``$KUBEAI_RECORD_KUBE_CALLS`` at the end of the session, for the RBAC test).
 
 Limits (on purpose, for speed and simplicity)
 ---------------------------------------------
@@ -711,6 +715,50 @@ class Failure:
         return api_error(self.status, message, resource=self.resource, name=call.name, reason=self.reason)
 
 
+#: The environment variable naming a file: when set, every request any FakeKube
+#: received during the pytest session is written there as JSON lines at its end
+#: (tests/test_rbac.py checks them against deploy/rbac.yaml).
+RECORD_CALLS_ENV = "KUBEAI_RECORD_KUBE_CALLS"
+
+
+class CallRecorder:
+    """Every request that any ``FakeKube`` of this process received, with the test that made it.
+
+    ``FakeKube.calls`` is one test's record; this one spans the session, so
+    the RBAC test can ask which (group, resource, verb) the spawner and the
+    backends really use.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ApiCall]] = []
+
+    def add(self, call: ApiCall) -> None:
+        # PYTEST_CURRENT_TEST is "<nodeid> (<phase>)"; calls outside a test record "".
+        test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+        self.calls.append((test, call))
+
+    def records(self) -> list[dict[str, Any]]:
+        return [
+            {"test": test, "method": call.method, "path": call.path, "verb": call.verb, "group": call.group,
+             "resource": call.resource, "subresource": call.subresource, "namespace": call.namespace,
+             "status": call.status}
+            for test, call in self.calls
+        ]
+
+    def dump(self, path: Path) -> None:
+        path.write_text("".join(json.dumps(record) + "\n" for record in self.records()))
+
+
+SESSION_CALLS = CallRecorder()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Write the session's calls where ``$KUBEAI_RECORD_KUBE_CALLS`` says (a plugin hook)."""
+    path = os.environ.get(RECORD_CALLS_ENV)
+    if path:
+        SESSION_CALLS.dump(Path(path))
+
+
 def _is_resource_request(request: kmock.Request) -> bool:
     return request.resource is not None and request.resource.plural is not None
 
@@ -726,6 +774,7 @@ class FakeApiServer(kmock.KubernetesScaffold):
     store: ObjectStore = attrs.field(factory=ObjectStore)
     calls: list[ApiCall] = attrs.field(factory=list, init=False)
     failures: list[Failure] = attrs.field(factory=list, init=False)
+    denied: list[tuple[str, str, str | None]] = attrs.field(factory=list, init=False)  # see FakeKube.deny
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -749,6 +798,7 @@ class FakeApiServer(kmock.KubernetesScaffold):
     async def _handle(self, request: kmock.Request) -> Any:
         call = ApiCall.from_request(request)
         self.calls.append(call)
+        SESSION_CALLS.add(call)
         try:
             for failure in self.failures:
                 if failure.matches(call):
@@ -797,6 +847,8 @@ class FakeApiServer(kmock.KubernetesScaffold):
                 "metadata": {"resourceVersion": str(self.store.resource_version)},
                 "items": items,
             }
+        if verb == "create" and (res.group, res.plural) == ("authorization.k8s.io", "selfsubjectaccessreviews"):
+            return self._review(request.data)
         if verb == "create":
             return self.store.create(res, namespace, request.data)
         if verb == "update":
@@ -808,6 +860,20 @@ class FakeApiServer(kmock.KubernetesScaffold):
         if verb == "delete":
             return self.store.delete(res, namespace, name)
         raise api_error(405, f"{request.method.value} is not supported on {request.url.path}", resource=res)
+
+    def _review(self, review: Object) -> Object:
+        """A SelfSubjectAccessReview, answered from ``denied`` (everything else is allowed)."""
+        attributes = (review.get("spec") or {}).get("resourceAttributes") or {}
+        target = attributes.get("resource", "")
+        if attributes.get("group"):
+            target += "." + attributes["group"]
+        if attributes.get("subresource"):
+            target += "/" + attributes["subresource"]
+        denied = any(verb == attributes.get("verb") and resource == target
+                     and namespace in (None, attributes.get("namespace"))
+                     for verb, resource, namespace in self.denied)
+        status = {"allowed": not denied, **({"reason": "denied by the test"} if denied else {})}
+        return {**review, "metadata": {"creationTimestamp": None}, "status": status}
 
     async def _serve_log(self, namespace: str, name: str, params: dict[str, str]) -> Any:
         pod = self.store.require(PODS, namespace, name)
@@ -1264,6 +1330,15 @@ class FakeKube:
     def tally(self, calls: Iterable[ApiCall] | None = None) -> Counter[str]:
         """How many calls of each ``ApiCall.key`` (e.g. ``{"create pods": 1, ...}``)."""
         return Counter(call.key for call in (self.calls if calls is None else calls))
+
+    def deny(self, verb: str, resource: str, *, namespace: str | None = None) -> None:
+        """Make SelfSubjectAccessReviews of ``verb`` on ``resource`` answer ``allowed: false``.
+
+        ``resource`` as ``kubectl auth can-i`` names it: ``pods``, ``pods/log``,
+        ``pytorchjobs.kubeflow.org``; ``namespace`` None: in every namespace and cluster-wide.
+        Only the reviews change: the requests themselves are still served (see ``fail``).
+        """
+        self.kmock.denied.append((verb, resource, namespace))
 
     def fail(self, verb: str, resource: Any, *, namespace: str | None = None, name: str | None = None,
              status: int = 500, reason: str | None = None, message: str | None = None,

@@ -125,6 +125,7 @@ ADMIN_CALLS = [
     ("GET", "api/admin/image-rules", None),
     ("POST", "api/admin/image-rules", {"name": "all", "pattern": ".*", "groups": ["vision"]}),
     ("DELETE", "api/admin/image-rules/nlp-own", None),
+    ("GET", "api/admin/doctor", None),
 ]
 
 
@@ -145,7 +146,7 @@ async def test_non_admins_get_403_on_every_admin_route(service, method, path, bo
 
 async def test_every_admin_route_is_in_the_forbidden_table():
     admin_templates = {p for p, _ in KubeAIService().routes() if p.startswith("api/admin")}
-    covered = {"api/admin/catalog", "api/admin/{collection}", "api/admin/{collection}/{name}"}
+    covered = {"api/admin/catalog", "api/admin/{collection}", "api/admin/{collection}/{name}", "api/admin/doctor"}
     assert admin_templates == covered
 
 

@@ -1,9 +1,11 @@
-"""The admin page (``/services/kubeai/admin/``): the catalog in a browser.
+"""The admin page (``/services/kubeai/admin/``): the catalog in a browser, and the cluster check.
 
 Hub admins list, create, edit, deprecate and delete images, sizes and
 image rules, and see how many running servers use each. Forms post to the
 page itself; each form becomes the same JSON the REST API takes, checked by
 the same code, and errors are shown above the form with what was typed.
+The "Cluster check" section runs ``kubeai doctor``'s checks on request
+(``?doctor=1``): they ask the API server, so not at every page view.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from ..catalog.model import to_dict
 from ..errors import Forbidden, InvalidInput, KubeAIError
 from .catalog_handlers import KINDS, usage_counts
 from .handlers import BaseHandler
+from .ops_handlers import run_doctor
 
 
 def _split(text: str) -> list[str]:
@@ -115,9 +118,15 @@ class AdminPageHandler(BaseHandler):
         }
 
     async def get(self):
-        await self._render()
+        doctor = None
+        if self.get_argument("doctor", ""):
+            try:
+                doctor = await run_doctor(self.service, self.hub_auth)
+            except KubeAIError as e:
+                doctor = {"status": "fail", "checks": [], "error": e.message}
+        await self._render(doctor=doctor)
 
-    async def _render(self, *, error: str = "", form: dict | None = None, status: int = 200):
+    async def _render(self, *, error: str = "", form: dict | None = None, status: int = 200, doctor: dict | None = None):
         store = self.service.catalog_store
         catalog = store.catalog()
         usage = usage_counts(await self.settings["kubeai_directory"].running_servers())
@@ -141,6 +150,7 @@ class AdminPageHandler(BaseHandler):
             error=error,
             done=self.get_argument("done", ""),
             editing=editing,
+            doctor=doctor,
         )
 
     @staticmethod

@@ -22,7 +22,7 @@ import yaml
 from jupyterhub.services.auth import HubOAuth
 from tornado import web
 from tornado.httpserver import HTTPServer
-from traitlets import Dict, Float, Instance, Integer, Type, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Instance, Integer, Type, Unicode, default, validate
 from traitlets.config import Application
 
 from .. import __version__
@@ -53,6 +53,7 @@ from .job_handlers import (
     JobsHandler,
 )
 from .jobs import JobManager
+from .metrics import ServiceMetrics
 from .model_handlers import (
     ModelAliasHandler,
     ModelEntryHandler,
@@ -65,6 +66,7 @@ from .model_handlers import (
     ServicesHandler,
 )
 from .models import ModelManager
+from .ops_handlers import DoctorHandler, MetricsHandler, ReadyHandler
 
 #: Path parameters of the routes: name -> the regex it matches (one place).
 PATH_PARAMETERS = {
@@ -98,8 +100,8 @@ class KubeAIService(Application):
     def classes(self):
         # For --help-all and config files: the backends' settings too.
         from ..backends.kubernetes import KubernetesBackend
-        from ..backends.local import LocalBackend
         from ..backends.kubernetes_serving import KubernetesServing
+        from ..backends.local import LocalBackend
         from ..backends.local_serving import LocalServing
         from ..kube.settings import KubeSettings
 
@@ -330,6 +332,56 @@ class KubeAIService(Application):
         """,
     )
 
+    metrics_token = Unicode(
+        config=True,
+        help="""A bearer token that lets Prometheus read ``metrics`` without a hub identity
+        (``Authorization: Bearer <token>``; Prometheus's ``authorization.credentials_file``).
+        Default: ``$KUBEAI_METRICS_TOKEN``, else none: only hub admins' tokens (and
+        ``metrics_public``) open the metrics. The metrics hold counts only (jobs by state,
+        submissions by framework, latency by route), no names, but the service's routes are
+        reachable through the hub's public proxy, so they are closed by default.""",
+    )
+
+    @default("metrics_token")
+    def _default_metrics_token(self):
+        return os.environ.get("KUBEAI_METRICS_TOKEN", "")
+
+    metrics_public = Bool(
+        False,
+        config=True,
+        help="""Serve ``metrics`` to anyone, with no token. Only where the route cannot be reached
+        from outside (the hub's proxy routes ``/services/kubeai/`` to the public: keep it False
+        there, and use ``metrics_token``).""",
+    )
+
+    @cached_property
+    def metrics(self) -> ServiceMetrics:
+        """The Prometheus metrics (:mod:`.metrics`); jobs by state are read from the store at each scrape."""
+        return ServiceMetrics(lambda: self.job_manager.store, version=__version__, mode=self.mode)
+
+    #: True once ``start_backends`` finished: ``api/ready`` answers 200 from then on.
+    started = False
+
+    async def start_backends(self) -> None:
+        """Migrate and seed the store, start both backends and re-check the active jobs."""
+        self.catalog_store  # migrate and seed before the first request
+        await self.backend.start()
+        await self.serving_backend.start()
+        changed = await self.job_manager.reconcile()  # re-attach, and mark vanished jobs
+        self.log.info("Jobs re-checked at start: %d changed state", len(changed))
+        self.started = True
+
+    def readiness(self) -> str:
+        """``""`` when the service can answer requests, else why not (for ``api/ready``)."""
+        if not self.started:
+            return "starting: the backends have not started yet"
+        try:
+            self.job_manager.store.count()
+        except Exception as e:
+            self.log.error("Readiness: the store does not answer: %s", e)
+            return f"the store does not answer ({type(e).__name__}); see the service's log"
+        return ""
+
     @cached_property
     def engine(self):
         """The SQL engine, the schema migrated (Alembic) on first use."""
@@ -342,12 +394,13 @@ class KubeAIService(Application):
         return JobManager(
             JobStore(self.engine), self.backend, self.catalog_store,
             project_gpu_quota=self.project_gpu_quota, personal_gpu_quota=self.personal_gpu_quota,
+            metrics=self.metrics,
         )
 
     @cached_property
     def model_manager(self) -> ModelManager:
         return ModelManager(ModelStore(self.engine), LocalShare(self.share_root), self.catalog_store,
-                            self.job_manager, self.serving_backend)
+                            self.job_manager, self.serving_backend, metrics=self.metrics)
 
     @cached_property
     def catalog_store(self) -> CatalogStore:
@@ -386,9 +439,12 @@ class KubeAIService(Application):
             ("admin/", AdminPageHandler),
             ("api/me", MeHandler),
             ("api/health", HealthHandler),
+            ("api/ready", ReadyHandler),
+            ("metrics", MetricsHandler),
             ("api/openapi.json", OpenAPIHandler),
             ("api/catalog", UserCatalogHandler),
             ("api/admin/catalog", AdminCatalogHandler),
+            ("api/admin/doctor", DoctorHandler),
             ("api/admin/{collection}", AdminCollectionHandler),
             ("api/admin/{collection}/{name}", AdminEntryHandler),
             ("api/jobs", JobsHandler),
@@ -415,7 +471,8 @@ class KubeAIService(Application):
         directory = HubDirectory(
             hub_auth.api_url, hub_auth.api_token, ttl=self.identity_cache_seconds
         )
-        handlers = [(self.service_prefix + route_regex(path), handler) for path, handler in self.routes()]
+        routes = self.routes()
+        handlers = [(self.service_prefix + route_regex(path), handler) for path, handler in routes]
         return web.Application(
             handlers,
             default_handler_class=NotFoundHandler,
@@ -427,15 +484,14 @@ class KubeAIService(Application):
             # means users pass the (silent) hub OAuth once more.
             cookie_secret=os.urandom(32),
             login_url=hub_auth.login_url,
+            kubeai_metrics=self.metrics,
+            # handler class -> its route template, the latency metric's label
+            kubeai_routes={handler: "/" + path for path, handler in reversed(routes)},
         )
 
     async def serve(self) -> None:
         """Listen until SIGTERM or SIGINT, then stop accepting and return."""
-        self.catalog_store  # migrate and seed before the first request
-        await self.backend.start()
-        await self.serving_backend.start()
-        changed = await self.job_manager.reconcile()  # re-attach, and mark vanished jobs
-        self.log.info("Jobs re-checked at start: %d changed state", len(changed))
+        await self.start_backends()
         reconciler = asyncio.create_task(self.job_manager.reconcile_forever(self.reconcile_interval))
         server = HTTPServer(self.make_app(), xheaders=True)
         server.listen(self.port, self.ip)

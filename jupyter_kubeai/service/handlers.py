@@ -44,6 +44,8 @@ class BaseHandler(_SettingsHubAuth, HubOAuthenticated, web.RequestHandler):
     page = False
     #: Set to True on handlers for hub admins only (403 for anyone else).
     admin_only = False
+    #: What anyone else is told.
+    forbidden_message = "Only hub admins may manage the catalog."
 
     identity: Identity | None = None
 
@@ -64,7 +66,7 @@ class BaseHandler(_SettingsHubAuth, HubOAuthenticated, web.RequestHandler):
                 "or log in to the hub first."
             )
         if self.admin_only and not self.identity.admin:
-            raise Forbidden("Only hub admins may manage the catalog.")
+            raise Forbidden(self.forbidden_message)
 
     async def _authenticate(self) -> Identity | None:
         try:
@@ -88,6 +90,13 @@ class BaseHandler(_SettingsHubAuth, HubOAuthenticated, web.RequestHandler):
 
     def get_current_user(self):
         return self.identity
+
+    def on_finish(self):
+        # API latency by route template (one series per route, whatever the ids in the path).
+        metrics = self.settings.get("kubeai_metrics")
+        if metrics is not None:
+            route = self.settings.get("kubeai_routes", {}).get(type(self), "unmatched")
+            metrics.observe_request(route, self.request.method, self.get_status(), self.request.request_time())
 
     def json_body(self) -> dict:
         """The request's JSON object (an empty body is ``{}``), or 400."""

@@ -29,6 +29,7 @@ from ..jobs.submission import Submission, build_spec, new_job_id
 from ..store.catalog import CatalogStore
 from ..store.jobs import JobRecord, JobStore
 from .identity import Identity
+from .metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +50,14 @@ def job_json(record: JobRecord) -> dict:
 
 class JobManager:
     def __init__(self, store: JobStore, backend: JobBackend, catalog: CatalogStore, *,
-                 project_gpu_quota: dict[str, int] | None = None, personal_gpu_quota: int = -1):
+                 project_gpu_quota: dict[str, int] | None = None, personal_gpu_quota: int = -1,
+                 metrics: ServiceMetrics | None = None):
         self.store = store
         self.backend = backend
         self.catalog = catalog
         self.project_gpu_quota = dict(project_gpu_quota or {})
         self.personal_gpu_quota = personal_gpu_quota
+        self.metrics = metrics or ServiceMetrics()
 
     # --- who may see what -----------------------------------------------------------------
 
@@ -101,6 +104,10 @@ class JobManager:
             )
 
     async def submit(self, who: Identity, sub: Submission, *, snapshot_dir: str = "") -> JobRecord:
+        with self.metrics.submission(sub.framework):  # accepted, refused or failed
+            return await self._submit(who, sub, snapshot_dir)
+
+    async def _submit(self, who: Identity, sub: Submission, snapshot_dir: str) -> JobRecord:
         if who.kind != "user":
             raise Forbidden("Jobs are submitted by users (with their own hub token), not by services.")
         view = user_view(self.catalog.catalog(), who.groups)
@@ -123,7 +130,8 @@ class JobManager:
         )
         self.store.add(record)  # the reservation: Conflict if the id is taken
         try:
-            details = await self.backend.submit(spec)
+            with self.metrics.backend_call(self.backend.name, "submit"):
+                details = await self.backend.submit(spec)
         except BaseException:
             self.store.discard(spec.job_id)
             raise
@@ -146,6 +154,7 @@ class JobManager:
         try:
             status: JobStatus = await self.backend.status(record)
         except Exception:
+            self.metrics.backend_error(self.backend.name, "status")
             log.exception("Could not get the status of job %s", record.job_id)
             return record
         if status.state == record.state and status.reason == record.reason:
@@ -179,7 +188,8 @@ class JobManager:
         record = self.owned(who, job_id, "cancel")
         if not record.active:
             raise InvalidInput(f"Job {job_id!r} has already ended ({record.state}); nothing to cancel.")
-        await self.backend.cancel(record)
+        with self.metrics.backend_call(self.backend.name, "cancel"):
+            await self.backend.cancel(record)
         return self.store.set_state(job_id, "Cancelled", f"Cancelled by {who.name}.")
 
     async def delete(self, who: Identity, job_id: str) -> None:
@@ -188,5 +198,6 @@ class JobManager:
         try:
             await self.backend.cleanup(record)
         except Exception:
+            self.metrics.backend_error(self.backend.name, "cleanup")
             log.exception("Cleaning up after job %s failed; its record is deleted", job_id)
 

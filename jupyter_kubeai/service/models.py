@@ -30,6 +30,7 @@ from ..store.catalog import CatalogStore
 from ..store.models import DeploymentRecord, ModelRecord, ModelStore, VersionRecord, scope_of, scopes_of
 from .identity import Identity
 from .jobs import JobManager
+from .metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,9 @@ def _typed(body: dict, name: str, kind, default=None):
 
 class ModelManager:
     def __init__(self, store: ModelStore, share: LocalShare, catalog: CatalogStore, jobs: JobManager,
-                 serving: ServingBackend | None = None):
+                 serving: ServingBackend | None = None, *, metrics: ServiceMetrics | None = None):
         self.store, self.share, self.catalog, self.jobs, self.serving = store, share, catalog, jobs, serving
+        self.metrics = metrics or ServiceMetrics()
 
     # --- who may see what ----------------------------------------------------------------------
 
@@ -243,7 +245,8 @@ class ModelManager:
         )
         self.store.add_deployment(record)
         try:
-            details = await self.serving.deploy(spec)
+            with self.metrics.backend_call(self.serving.name, "deploy"):
+                details = await self.serving.deploy(spec)
         except BaseException:
             self.store.delete_deployment(spec.name)
             raise
@@ -270,7 +273,8 @@ class ModelManager:
 
     async def _switch(self, who, record, model, version, options) -> DeploymentRecord:
         spec = self._spec(who, record.name, model, version, options, owner=record.owner)
-        details = await self.serving.update(spec)
+        with self.metrics.backend_call(self.serving.name, "update"):
+            details = await self.serving.update(spec)
         previous = record.version if version.version != record.version else record.previous_version
         return self.store.update_deployment(
             record.name, version=version.version, previous_version=previous,
@@ -279,11 +283,13 @@ class ModelManager:
 
     async def delete(self, who: Identity, name: str) -> None:
         record = self.deployment(who, name)
-        await self.serving.delete(record.name)
+        with self.metrics.backend_call(self.serving.name, "delete"):
+            await self.serving.delete(record.name)
         self.store.delete_deployment(record.name)
 
     async def status_json(self, record: DeploymentRecord, prefix: str) -> dict:
-        status = await self.serving.status(record.name)
+        with self.metrics.backend_call(self.serving.name, "status"):
+            status = await self.serving.status(record.name)
         model = self.store.model(record.model_id)
         out = record.to_json()
         out.update(model=model.name, state=status.state, reason=status.reason, ready_replicas=status.ready_replicas,
