@@ -193,6 +193,10 @@ export class KubeAIPanel extends SidePanel {
     this.addWidget(this.models);
     this.services = new ServicesView(new ServicesAPI(), trans);
     this.addWidget(this.services);
+    // The connection's facts and Refresh button fit without scrolling; the lists share the rest.
+    if (this.content instanceof AccordionPanel) {
+      this.content.setRelativeSizes([1.4, 1.2, 1, 0.8]);
+    }
     this.connection.meChanged.connect((_, me) => {
       this.jobs.setProjects(me.groups);
       this.models.setProjects(me.groups);
