@@ -189,3 +189,34 @@ async def test_runner_runs_requests_concurrently():
 def test_model_info_file(tmp_path):
     (tmp_path / "model.pkl").write_text("")
     assert ModelInfo(tmp_path, "sklearn").model_file == tmp_path / "model.pkl"
+
+
+async def test_fast_predict_runs_inline_when_idle_and_slow_one_goes_back_to_the_pool():
+    threads = []
+
+    def predict(payload):
+        threads.append(threading.current_thread())
+        if payload[0] == "slow":
+            threading.Event().wait(0.1)  # 0.1 s: the average (weight 1/4) goes over 10 ms
+        return [1 for _ in payload]
+
+    for runner_kind in ("batcher", "runner"):
+        threads.clear()
+        with ThreadPoolExecutor(1) as pool:
+            runner = (Batcher(pool, Metrics("m"), max_batch_size=8, max_latency=0.0, inline_max=0.01)
+                      if runner_kind == "batcher" else Runner(pool, Metrics("m"), inline_max=0.01))
+            for _ in range(inline_warmup()):
+                assert await runner.submit(predict, protocol.Work([0], 1, ("json",))) == [1]
+            assert threading.main_thread() not in threads  # a new predictor is measured in the pool first
+            assert await runner.submit(predict, protocol.Work([0], 1, ("json",))) == [1]
+            assert threads[-1] is threading.main_thread()  # fast and idle: inline
+            assert await runner.submit(predict, protocol.Work(["slow"], 1, ("json",))) == [1]
+            assert await runner.submit(predict, protocol.Work([0], 1, ("json",))) == [1]
+            assert threads[-1] is not threading.main_thread()  # the slow call raised the average: back to the pool
+            await runner.close()
+
+
+def inline_warmup() -> int:
+    from jupyter_kubeai.serving.batching import InlinePolicy
+
+    return InlinePolicy.WARMUP

@@ -20,6 +20,22 @@
   themselves up to ``max_batch_size``.
 - If a batched ``predict`` fails, each request of the batch is retried on its
   own, so one bad request fails alone.
+
+Both run a *fast predict inline* (:class:`InlinePolicy`): when nothing else
+is queued, running or being read, and this predictor's recent lone calls
+took under ``inline_max`` seconds each (measured over at least
+``InlinePolicy.WARMUP`` calls; a new or reloaded predictor starts in the
+thread pool), ``predict`` runs on the event loop thread itself. At
+concurrency 1 the hop to a pool thread and back (two thread wake-ups and
+two event-loop turns, ~0.1-0.2 ms) costs as much as a small model's
+``predict``; inline, a request is read, predicted and answered in one turn.
+The price: while it runs (under ``inline_max``, 1 ms by default) the server
+reads nothing else, exactly as if the pool thread held the GIL, which a
+pure-Python or small numpy ``predict`` does anyway. A slow call (a
+``time.sleep``, I/O, a big input) raises the average, and later calls go
+back to the pool until fast calls bring it down again; requests with more
+instances than usual are estimated in proportion. ``inline_max = 0`` turns
+this off (every call in the pool).
 """
 
 from __future__ import annotations
@@ -64,6 +80,49 @@ def _split(outputs, counts: list[int]) -> list:
     return parts
 
 
+class InlinePolicy:
+    """When a lone request may call ``predict`` on the event loop: see the module docstring.
+
+    ``record`` sees every one-request call (in the pool or inline) with its
+    duration measured around ``predict`` alone; the averages are
+    exponentially weighted (recent calls count most) and start over when the
+    predict function changes (a reload).
+    """
+
+    WARMUP = 8  # calls measured before any is inlined
+    ALPHA = 0.25
+
+    __slots__ = ("max_seconds", "predict", "calls", "seconds", "instances")
+
+    def __init__(self, max_seconds: float):
+        self.max_seconds = max_seconds
+        self.predict = None
+        self.calls = 0
+        self.seconds = 0.0
+        self.instances = 1.0
+
+    def allows(self, predict, count: int) -> bool:
+        if predict is not self.predict or self.calls < self.WARMUP:
+            return False
+        estimate = self.seconds * (count / self.instances if count > self.instances else 1.0)
+        return estimate < self.max_seconds
+
+    def record(self, predict, count: int, seconds: float) -> None:
+        if predict is not self.predict:
+            self.predict, self.calls, self.seconds, self.instances = predict, 0, seconds, float(max(count, 1))
+        a = self.ALPHA
+        self.seconds += a * (seconds - self.seconds)
+        self.instances += a * (max(count, 1) - self.instances)
+        self.calls += 1
+
+
+def timed_predict_batch(predict, works: list[Work]) -> tuple[list[tuple[bool, object]], float]:
+    """:func:`predict_batch` and the seconds it took, measured where it runs."""
+    t0 = time.perf_counter()
+    results = predict_batch(predict, works)
+    return results, time.perf_counter() - t0
+
+
 def predict_batch(predict, works: list[Work]) -> list[tuple[bool, object]]:
     """Run ``predict`` on the stacked payloads of ``works`` (in a worker thread).
 
@@ -82,18 +141,41 @@ def predict_batch(predict, works: list[Work]) -> list[tuple[bool, object]]:
         return [predict_batch(predict, [w])[0] for w in works]
 
 
-class Runner:
-    """Batching off: each request's ``predict`` in the pool, concurrently."""
+#: What :meth:`Runner.try_now` / :meth:`Batcher.try_now` return when the request must go through :meth:`submit`.
+LATER = object()
 
-    def __init__(self, executor: Executor, metrics):
+
+class Runner:
+    """Batching off: each request's ``predict`` in the pool, concurrently (a fast one inline when idle)."""
+
+    def __init__(self, executor: Executor, metrics, *, inline_max: float = 0.0, arriving: Callable[[], int] = lambda: 0):
         self.executor = executor
         self.metrics = metrics
+        self.inline = InlinePolicy(inline_max)
+        self.arriving = arriving
+        self.running = 0  # calls in the pool now
+
+    def try_now(self, predict, work: Work):
+        """``(ok, outputs or exception)`` when ``predict`` may run inline now (it has), else LATER."""
+        if self.running or self.arriving() or not self.inline.allows(predict, work.count):
+            return LATER
+        (result,), seconds = timed_predict_batch(predict, [work])
+        self.inline.record(predict, work.count, seconds)
+        self.metrics.observe_batch(1, work.count, seconds)
+        return result
 
     async def submit(self, predict, work: Work):
-        loop = asyncio.get_running_loop()
-        t0 = time.perf_counter()
-        ok, value = (await loop.run_in_executor(self.executor, predict_batch, predict, [work]))[0]
-        self.metrics.observe_batch(1, work.count, time.perf_counter() - t0)
+        result = self.try_now(predict, work)
+        if result is LATER:
+            loop = asyncio.get_running_loop()
+            self.running += 1
+            try:
+                (result,), seconds = await loop.run_in_executor(self.executor, timed_predict_batch, predict, [work])
+            finally:
+                self.running -= 1
+            self.inline.record(predict, work.count, seconds)
+            self.metrics.observe_batch(1, work.count, seconds)
+        ok, value = result
         if not ok:
             raise value
         return value
@@ -116,19 +198,43 @@ class Batcher:
     """Batching on: see the module docstring."""
 
     def __init__(self, executor: Executor, metrics, *, max_batch_size: int, max_latency: float,
-                 arriving: Callable[[], int] = lambda: 0):
+                 arriving: Callable[[], int] = lambda: 0, inline_max: float = 0.0):
         self.executor = executor
         self.metrics = metrics
         self.max_batch_size = max_batch_size
         self.max_latency = max_latency
         self.arriving = arriving
+        self.inline = InlinePolicy(inline_max)
+        self._active = False  # a batch is being gathered or predicted
         self._queue: collections.deque[_Pending] = collections.deque()
         self._wakeup: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
         self.batches = 0  # introspection: batches sent, and requests in them
         self.batched_requests = 0
 
+    def try_now(self, predict, work: Work):
+        """``(ok, outputs or exception)`` when ``predict`` may run inline now (it has), else LATER.
+
+        Only on an idle batcher (nothing queued, gathering or running, nothing
+        being read that could join): then this request would be a batch of
+        one sent at once anyway, and one call at a time still holds.
+        """
+        if self._active or self._queue or self.arriving() or not self.inline.allows(predict, work.count):
+            return LATER
+        (result,), seconds = timed_predict_batch(predict, [work])
+        self.inline.record(predict, work.count, seconds)
+        self.metrics.observe_batch(1, work.count, seconds)
+        self.batches += 1
+        self.batched_requests += 1
+        return result
+
     async def submit(self, predict, work: Work):
+        result = self.try_now(predict, work)
+        if result is not LATER:
+            ok, value = result
+            if not ok:
+                raise value
+            return value
         loop = asyncio.get_running_loop()
         if self._task is None:
             self._task = loop.create_task(self._run())
@@ -179,34 +285,46 @@ class Batcher:
             first = self._queue.popleft()
             if first.future.done():  # cancelled (client went away)
                 continue
-            batch = [first]
-            size = first.work.count
-            if first.work.key[0] not in UNBATCHABLE:
-                size = self._take(batch, size)
-                while size < self.max_batch_size and self.arriving() > 0:
-                    remaining = first.t0 + self.max_latency - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    await self._wait(remaining)
-                    size = self._take(batch, size)
-            batch = [p for p in batch if not p.future.done()]
-            if not batch:
-                continue
-            t0 = time.perf_counter()
+            self._active = True
             try:
-                results = await loop.run_in_executor(self.executor, predict_batch, first.predict, [p.work for p in batch])
-            except BaseException as e:  # the executor itself failed (shut down): fail the batch
-                results = [(False, e)] * len(batch)
-            self.metrics.observe_batch(len(batch), sum(p.work.count for p in batch), time.perf_counter() - t0)
-            self.batches += 1
-            self.batched_requests += len(batch)
-            for p, (ok, value) in zip(batch, results):
-                if p.future.done():
-                    continue
-                if ok:
-                    p.future.set_result(value)
-                else:
-                    p.future.set_exception(value)
+                await self._send(loop, first)
+            finally:
+                self._active = False
+
+    async def _send(self, loop, first: _Pending):
+        """Gather a batch starting with ``first``, predict it, answer its requests."""
+        batch = [first]
+        size = first.work.count
+        if first.work.key[0] not in UNBATCHABLE:
+            size = self._take(batch, size)
+            while size < self.max_batch_size and self.arriving() > 0:
+                remaining = first.t0 + self.max_latency - time.monotonic()
+                if remaining <= 0:
+                    break
+                await self._wait(remaining)
+                size = self._take(batch, size)
+        batch = [p for p in batch if not p.future.done()]
+        if not batch:
+            return
+        t0 = time.perf_counter()
+        try:
+            results, seconds = await loop.run_in_executor(self.executor, timed_predict_batch, first.predict,
+                                                          [p.work for p in batch])
+        except BaseException as e:  # the executor itself failed (shut down): fail the batch
+            results, seconds = [(False, e)] * len(batch), time.perf_counter() - t0
+        else:
+            if len(batch) == 1:
+                self.inline.record(first.predict, first.work.count, seconds)
+        self.metrics.observe_batch(len(batch), sum(p.work.count for p in batch), seconds)
+        self.batches += 1
+        self.batched_requests += len(batch)
+        for p, (ok, value) in zip(batch, results):
+            if p.future.done():
+                continue
+            if ok:
+                p.future.set_result(value)
+            else:
+                p.future.set_exception(value)
 
     async def close(self):
         if self._task is not None:

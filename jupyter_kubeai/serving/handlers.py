@@ -26,6 +26,7 @@ from tornado import httputil, iostream, web
 from .. import __version__
 from ..errors import KubeAIError, NotFound, http_status
 from . import protocol
+from .batching import LATER
 from .runtime import ModelRuntime
 
 log = logging.getLogger("jupyter_kubeai.serving")
@@ -33,23 +34,44 @@ log = logging.getLogger("jupyter_kubeai.serving")
 ERROR_KINDS = {400: "invalid_input", 404: "not_found", 405: "invalid_input", 503: "unavailable"}
 
 
-async def v1_predict(rt: ModelRuntime, name: str, body: bytes) -> dict:
-    """``POST /v1/models/<name>:predict``: the response document (or a KubeAIError)."""
+# Each predict endpoint in two halves around the predict call: the request
+# parsed into work (or a KubeAIError), and the outputs into the response
+# document. ``request`` is whatever the second half needs from the first.
+
+def v1_parse(rt: ModelRuntime, name: str, version: str | None, body: bytes) -> tuple[None, protocol.Work]:
+    """``POST /v1/models/<name>:predict``: the checked instances."""
     rt.check_model(name)
     rt.require_loaded()
-    work = protocol.payload_from_v1(protocol.v1_instances(body), rt.predictor, rt.info.signature)
-    return protocol.v1_response(await rt.predict(work))
+    return None, protocol.payload_from_v1(protocol.v1_instances(body), rt.predictor, rt.info.signature)
+
+
+def v1_answer(rt: ModelRuntime, request: None, outputs) -> dict:
+    return protocol.v1_response(outputs)
+
+
+def v2_parse(rt: ModelRuntime, name: str, version: str | None, body: bytes) -> tuple[dict, protocol.Work]:
+    """``POST /v2/models/<name>[/versions/<v>]/infer``: the request object and its checked input."""
+    rt.check_model(name, version)
+    rt.require_loaded()
+    request, inputs = protocol.v2_request(body)
+    return request, protocol.payload_from_v2(inputs, rt.predictor, rt.info.signature)
+
+
+def v2_answer(rt: ModelRuntime, request: dict, outputs) -> dict:
+    return protocol.v2_response(outputs, model_name=rt.name, model_version=rt.version, request=request,
+                                signature=rt.info.signature)
+
+
+async def v1_predict(rt: ModelRuntime, name: str, body: bytes) -> dict:
+    """``POST /v1/models/<name>:predict``: the response document (or a KubeAIError)."""
+    request, work = v1_parse(rt, name, None, body)
+    return v1_answer(rt, request, await rt.predict(work))
 
 
 async def v2_infer(rt: ModelRuntime, name: str, version: str | None, body: bytes) -> dict:
     """``POST /v2/models/<name>[/versions/<v>]/infer``: the response document (or a KubeAIError)."""
-    rt.check_model(name, version)
-    rt.require_loaded()
-    request, inputs = protocol.v2_request(body)
-    work = protocol.payload_from_v2(inputs, rt.predictor, rt.info.signature)
-    outputs = await rt.predict(work)
-    return protocol.v2_response(outputs, model_name=rt.name, model_version=rt.version, request=request,
-                                signature=rt.info.signature)
+    request, work = v2_parse(rt, name, version, body)
+    return v2_answer(rt, request, await rt.predict(work))
 
 
 def error_answer(exc: BaseException | None, status: int, reason: str) -> tuple[int, str]:
@@ -84,7 +106,6 @@ class BaseHandler(web.RequestHandler):
         self._t0 = time.perf_counter()
         self._counted = True
         self.runtime.inflight += 1
-        self.runtime.metrics.inflight.inc()
         if self.runtime.shutting_down:
             # Draining: answer, then close the connection so clients go elsewhere.
             conn = self.request.connection
@@ -95,7 +116,6 @@ class BaseHandler(web.RequestHandler):
         if self._counted:
             self._counted = False
             self.runtime.inflight -= 1
-            self.runtime.metrics.inflight.dec()
 
     def on_finish(self):
         self._uncount()
@@ -267,17 +287,25 @@ def make_app(runtime: ModelRuntime, *, access_log: bool = False) -> web.Applicat
 #
 # Predictions are the hot path: at a few hundred microseconds of predict()
 # per batch, tornado's RequestHandler machinery (routing, handler object,
-# header bookkeeping, flush layers) costs more than the model. POSTs to the
-# two predict endpoints are therefore answered by a lean HTTPMessageDelegate
-# on tornado's own HTTP/1.1 connection (same parsing, limits, keep-alive),
-# sharing v1_predict/v2_infer, error_answer and the metrics with the
-# handlers above; every other request goes to the tornado Application.
+# header bookkeeping, flush layers, a task per request) costs more than the
+# model. POSTs to the two predict endpoints are therefore answered by a lean
+# HTTPMessageDelegate on tornado's own HTTP/1.1 connection (same parsing,
+# limits, keep-alive), sharing the parse/answer halves above, error_answer
+# and the metrics with the handlers; every other request goes to the tornado
+# Application.
+#
+# When the runtime can predict inline (an idle server, a fast model: see
+# .batching), the whole request is answered within the delegate's finish():
+# parse, predict, write, in the event-loop turn that read the body, with no
+# task, future or thread hop. Otherwise a task awaits the runtime's predict.
 
 _FAST_ROUTES = [
-    (re.compile(rf"^/v1/models/{_NAME}:predict$"), "v1_predict"),
-    (re.compile(rf"^/v2/models/{_NAME}{_VERSION}/infer$"), "v2_infer"),
+    (re.compile(rf"^/v1/models/{_NAME}:predict$"), "v1_predict", v1_parse, v1_answer),
+    (re.compile(rf"^/v2/models/{_NAME}{_VERSION}/infer$"), "v2_infer", v2_parse, v2_answer),
 ]
+_OK_LINE = httputil.ResponseStartLine("HTTP/1.1", 200, "OK")
 _JSON_HEADERS = (("Content-Type", "application/json"),)
+_OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
 
 
 class _HTTPDate:
@@ -285,27 +313,29 @@ class _HTTPDate:
 
     second = -1
     value = ""
+    raw = b""
 
     @classmethod
     def now(cls) -> str:
         t = int(time.time())
         if t != cls.second:
             cls.second, cls.value = t, email.utils.formatdate(t, usegmt=True)
+            cls.raw = cls.value.encode()
         return cls.value
 
 
 class _PredictDelegate(httputil.HTTPMessageDelegate):
-    __slots__ = ("router", "conn", "endpoint", "args", "chunks", "t0", "closed", "responding")
+    __slots__ = ("router", "conn", "endpoint", "parse", "answer", "args", "chunks", "t0", "closed", "responding")
 
-    def __init__(self, router: "ServingRouter", conn, endpoint: str, args: tuple):
-        self.router, self.conn, self.endpoint, self.args = router, conn, endpoint, args
+    def __init__(self, router: "ServingRouter", conn, route: tuple, args: tuple):
+        self.router, self.conn, self.args = router, conn, args
+        _, self.endpoint, self.parse, self.answer = route
         self.chunks: list[bytes] = []
         self.t0 = time.perf_counter()
         self.closed = False
         self.responding = False
         rt = router.runtime
         rt.inflight += 1
-        rt.metrics.inflight.inc()
         rt.request_arriving()
         if rt.shutting_down and hasattr(conn, "_disconnect_on_finish"):
             conn._disconnect_on_finish = True  # draining: answer, then close so the client goes elsewhere
@@ -314,51 +344,78 @@ class _PredictDelegate(httputil.HTTPMessageDelegate):
         self.chunks.append(chunk)
 
     def finish(self):
+        """The body is in: parse it and hand it to predict in this turn, before any await."""
         self.responding = True
-        asyncio.ensure_future(self._respond())
+        rt = self.router.runtime
+        rt.request_arrived()
+        body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        try:
+            name, version = self.args
+            request, work = self.parse(rt, unquote(name), version and unquote(version), body)
+            outputs = rt.predict_now(work)
+            if outputs is LATER:
+                asyncio.get_running_loop().create_task(self._respond(request, work))
+                return
+            status, payload = 200, protocol.dumps(self.answer(rt, request, outputs))
+        except Exception as e:
+            status, payload = self._failed(e)
+        self._send(status, payload)
+
+    async def _respond(self, request, work):
+        rt = self.router.runtime
+        try:
+            status, payload = 200, protocol.dumps(self.answer(rt, request, await rt.predict(work)))
+        except Exception as e:
+            status, payload = self._failed(e)
+        self._send(status, payload)
+
+    def _failed(self, e: Exception) -> tuple[int, bytes]:
+        if not isinstance(e, KubeAIError):
+            log.error("Internal error in %s", self.endpoint, exc_info=e)
+        status, message = error_answer(e, 500, "")
+        return status, protocol.dumps({"error": message})
 
     def on_connection_close(self):
         self.closed = True
         if not self.responding:  # the client went away mid-request: nothing will answer it
             rt = self.router.runtime
             rt.inflight -= 1
-            rt.metrics.inflight.dec()
             rt.request_arrived()
 
-    async def _respond(self):
+    def _send(self, status: int, payload: bytes) -> None:
         rt = self.router.runtime
-        rt.request_arrived()  # parsed and handed to predict within this turn, before any await
-        body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
-        status = 200
+        conn = self.conn
         try:
-            try:
-                if self.endpoint == "v1_predict":
-                    doc = await v1_predict(rt, unquote(self.args[0]), body)
-                else:
-                    doc = await v2_infer(rt, unquote(self.args[0]), self.args[1] and unquote(self.args[1]), body)
-                payload = protocol.dumps(doc)
-            except Exception as e:
-                if not isinstance(e, KubeAIError):
-                    log.error("Internal error in %s", self.endpoint, exc_info=True)
-                status, message = error_answer(e, 500, "")
-                payload = protocol.dumps({"error": message})
-            if not self.closed:
+            if self.closed:
+                pass
+            elif (status == 200 and getattr(conn, "_pending_write", False) is None
+                  and getattr(conn, "_disconnect_on_finish", True) is False
+                  and getattr(getattr(conn, "_request_start_line", None), "version", "") == "HTTP/1.1"):
+                # (Tornado internals read with getattr: a tornado without them takes the plain path below.)
+                # The common answer, written as bytes: tornado's write_headers spends ~40 us building and
+                # checking header lines that are constant here. Then finish() as usual (keep-alive,
+                # Nagle), which waits for this write through _pending_write, as it does for its own.
+                _HTTPDate.now()
+                conn._pending_write = conn.stream.write(b"%s%d\r\nDate: %s\r\n\r\n%s" % (
+                    _OK_HEAD, len(payload), _HTTPDate.raw, payload))  # raises StreamClosedError when closed
+                conn.finish()
+            else:
                 headers = httputil.HTTPHeaders(_JSON_HEADERS)
                 headers["Content-Length"] = str(len(payload))
                 headers["Date"] = _HTTPDate.now()
-                self.conn.write_headers(
-                    httputil.ResponseStartLine("HTTP/1.1", status, httputil.responses.get(status, "Unknown")), headers, payload
-                )
+                start_line = _OK_LINE if status == 200 else httputil.ResponseStartLine(
+                    "HTTP/1.1", status, httputil.responses.get(status, "Unknown"))
+                self.conn.write_headers(start_line, headers, payload)
                 self.conn.finish()
         except iostream.StreamClosedError:
             pass
         finally:
             rt.inflight -= 1
-            rt.metrics.inflight.dec()
-            rt.metrics.observe_request(self.endpoint, status, time.perf_counter() - self.t0, error_kind(status))
+            elapsed = time.perf_counter() - self.t0
+            rt.metrics.observe_request(self.endpoint, status, elapsed, error_kind(status) if status != 200 else None)
             if status >= 400 or self.router.app.settings.get("access_log"):
                 level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-                log.log(level, "%d POST %s %.2fms", status, self.endpoint, 1000 * (time.perf_counter() - self.t0))
+                log.log(level, "%d POST %s %.2fms", status, self.endpoint, 1000 * elapsed)
 
 
 class _Forward(httputil.HTTPMessageDelegate):
@@ -372,10 +429,11 @@ class _Forward(httputil.HTTPMessageDelegate):
 
     def headers_received(self, start_line, headers):
         if start_line.method == "POST" and "?" not in start_line.path:
-            for regex, endpoint in _FAST_ROUTES:
-                m = regex.match(start_line.path)
+            for route in _FAST_ROUTES:
+                m = route[0].match(start_line.path)
                 if m:
-                    self.target = _PredictDelegate(self.router, self.conn, endpoint, m.groups())
+                    groups = m.groups()
+                    self.target = _PredictDelegate(self.router, self.conn, route, groups if len(groups) == 2 else (groups[0], None))
                     return None
         self.target = self.router.app.start_request(self.server_conn, self.conn)
         return self.target.headers_received(start_line, headers)

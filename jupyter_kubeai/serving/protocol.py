@@ -242,9 +242,12 @@ def _json_default(value):
     raise TypeError(f"predictor output of type {type(value).__name__} is not JSON")
 
 
+_ENCODER = json.JSONEncoder(default=_json_default)  # one encoder: json.dumps(default=...) builds one per call
+
+
 def dumps(doc) -> bytes:
     """A response body; numpy values in it become plain JSON."""
-    return json.dumps(doc, default=_json_default).encode()
+    return _ENCODER.encode(doc).encode()
 
 
 def v1_response(outputs) -> dict:

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import InvalidInput, NotFound, Unavailable
-from .batching import Batcher, Runner
+from .batching import LATER, Batcher, Runner
 from .metrics import Metrics
 from .model_dir import ModelInfo, read_model_dir
 from .predictors import load_predictor
@@ -37,19 +37,23 @@ class ModelRuntime:
         max_batch_size: int = 16,
         max_latency: float = 0.005,
         workers: int = 4,
+        inline_max: float = 0.001,
     ):
         self.model_dir = model_dir
         self.name = name
         self._version = version
         self.predictor_config = dict(predictor_config or {})
         self.metrics = Metrics(name)
+        self.metrics.inflight.set_function(lambda: self.inflight)
         self.batching = max_batch_size > 1
         # Batching runs one batch at a time: one thread. Off: ``workers`` threads.
         self.executor = ThreadPoolExecutor(max_workers=1 if self.batching else max(1, workers), thread_name_prefix="predict")
+        # A lone request on an idle server runs a fast predict on the event loop (see .batching).
         self.runner = (
             Batcher(self.executor, self.metrics, max_batch_size=max_batch_size, max_latency=max_latency,
-                    arriving=lambda: self.arriving)
-            if self.batching else Runner(self.executor, self.metrics)
+                    arriving=lambda: self.arriving, inline_max=inline_max)
+            if self.batching else
+            Runner(self.executor, self.metrics, inline_max=inline_max, arriving=lambda: self.arriving)
         )
         self.info: ModelInfo | None = None
         self.predictor = None
@@ -151,7 +155,19 @@ class ModelRuntime:
         try:
             return await self.runner.submit(self._predict, work)
         except (ValueError, TypeError) as e:
-            raise InvalidInput(f"The model could not take this input: {e}") from e
+            raise _invalid(e) from e
+
+    def predict_now(self, work: Work):
+        """The outputs for ``work`` when a fast predict may run inline right now, else ``LATER`` (then: ``predict``)."""
+        result = self.runner.try_now(self._predict, work)
+        if result is LATER:
+            return LATER
+        ok, value = result
+        if ok:
+            return value
+        if isinstance(value, (ValueError, TypeError)):
+            raise _invalid(value) from value
+        raise value
 
     # --- shutdown --------------------------------------------------------
 
@@ -169,6 +185,10 @@ class ModelRuntime:
     async def close(self) -> None:
         await self.runner.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _invalid(e: Exception) -> InvalidInput:
+    return InvalidInput(f"The model could not take this input: {e}")
 
 
 def default_workers() -> int:
