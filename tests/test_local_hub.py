@@ -161,6 +161,60 @@ def test_kubernetes_mode_config(tmp_path, monkeypatch):
     assert "ip" not in c.JupyterHub
 
 
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_kubernetes_mode_with_an_external_service(tmp_path, monkeypatch, how):
+    """The service runs on its own (a sidecar): the hub gets its url and token, no command."""
+    from jupyterhub.services.service import Service
+
+    monkeypatch.setenv("KUBEAI_MODE", "kubernetes")
+    monkeypatch.setenv("KUBEAI_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("KUBEAI_SERVICE_URL", raising=False)
+    monkeypatch.setenv("KUBEAI_SERVICE_API_TOKEN", "0123456789abcdef")
+    c = Config()
+    if how == "argument":
+        monkeypatch.delenv("KUBEAI_SERVICE_EXTERNAL", raising=False)
+        hubconfig.configure(c, project_dir=tmp_path, external_service=True)
+    else:
+        monkeypatch.setenv("KUBEAI_SERVICE_EXTERNAL", "1")
+        hubconfig.configure(c, project_dir=tmp_path)
+    [service] = c.JupyterHub.services
+    assert service == {"name": "kubeai", "url": "http://hub:10101", "api_token": "0123456789abcdef",
+                       "oauth_no_confirm": True, "display": True}
+    # Every key is a field JupyterHub takes (it refuses others at start).
+    assert set(service) <= set(Service.class_traits(input=True))
+    # The roles are the same as for a managed service.
+    roles = {r["name"]: r for r in c.JupyterHub.load_roles}
+    assert roles["kubeai-service"]["services"] == ["kubeai"]
+    assert "access:services!service=kubeai" in roles["user"]["scopes"]
+    assert c.KubeAISpawner.kubeai_service_url == "http://hub:10101/services/kubeai/"
+
+
+def test_an_external_service_needs_its_token(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBEAI_MODE", "kubernetes")
+    monkeypatch.setenv("KUBEAI_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("KUBEAI_SERVICE_EXTERNAL", "true")
+    monkeypatch.delenv("KUBEAI_SERVICE_API_TOKEN", raising=False)
+    with pytest.raises(RuntimeError, match="KUBEAI_SERVICE_API_TOKEN"):
+        hubconfig.configure(Config(), project_dir=tmp_path)
+    # Told no, it is managed again.
+    monkeypatch.setenv("KUBEAI_SERVICE_EXTERNAL", "0")
+    c = Config()
+    hubconfig.configure(c, project_dir=tmp_path)
+    assert "command" in c.JupyterHub.services[0]
+
+
+def test_external_service_environment_is_what_a_managed_service_gets():
+    from jupyterhub.services.service import _ServiceSpawner
+
+    env = hubconfig.external_service_environment("http://hub:10101", hub_api_url="http://127.0.0.1:8081/hub/api")
+    assert env["JUPYTERHUB_SERVICE_PREFIX"] == "/services/kubeai/"
+    assert env["JUPYTERHUB_CLIENT_ID"] == "service-kubeai"
+    assert env["JUPYTERHUB_OAUTH_CALLBACK_URL"] == "/services/kubeai/oauth_callback"
+    scopes = _ServiceSpawner(_service_name="kubeai").oauth_access_scopes
+    assert json.loads(env["JUPYTERHUB_OAUTH_ACCESS_SCOPES"]) == json.loads(env["JUPYTERHUB_OAUTH_SCOPES"]) == scopes
+    assert "JUPYTERHUB_API_TOKEN" not in env  # from a Secret, never in config
+
+
 def test_unknown_mode_is_refused(monkeypatch):
     monkeypatch.setenv("KUBEAI_MODE", "cloud")
     with pytest.raises(ValueError, match="KUBEAI_MODE must be one of local, kubernetes"):
