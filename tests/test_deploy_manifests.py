@@ -31,6 +31,7 @@ import yaml
 from traitlets.config import Config, PyFileConfigLoader
 
 from jupyter_kubeai import hubconfig
+from jupyter_kubeai.kube.permissions import KSERVE_NAMESPACE
 from jupyter_kubeai.service import app as service_app
 from jupyter_kubeai.service.app import KubeAIService
 from jupyter_kubeai.service.handlers import HealthHandler
@@ -39,7 +40,7 @@ from jupyter_kubeai.spawner import KubeAISpawner
 from jupyter_kubeai.store.catalog import CatalogStore
 from jupyter_kubeai.store.schema import open_engine, upgrade
 
-from k8s_schema import validate_core
+from k8s_schema import validate_core, validate_custom
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -48,6 +49,10 @@ MANIFESTS = sorted(p for p in DEPLOY.rglob("*.yaml") if p != VALUES_FILE)
 NAMESPACE = "jupyterhub"
 PORT = 10101
 SIDECAR = "kubeai"
+#: API groups of the operators' kinds in deploy/ (validated against ../shared/crds).
+CRD_GROUPS = {"scheduling.volcano.sh", "kueue.x-k8s.io"}
+#: Cluster-scoped kinds among the manifests.
+CLUSTER_KINDS = {"ClusterRole", "ClusterRoleBinding", "PersistentVolume", "Queue", "ClusterQueue", "ResourceFlavor"}
 #: The Secret the admin creates (docs/admin-guide.md): key -> what it is.
 SECRET = "kubeai-secrets"
 SECRET_KEYS = {"api-token", "metrics-token"}
@@ -144,9 +149,15 @@ def test_every_manifest_validates(path):
     objects = docs(path)
     assert objects
     for obj in objects:
-        validate_core(obj)
-        namespaced = obj["kind"] not in ("ClusterRole", "ClusterRoleBinding", "PersistentVolume")
-        assert (obj["metadata"].get("namespace") == NAMESPACE) == namespaced, obj["metadata"]["name"]
+        if obj["apiVersion"].partition("/")[0] in CRD_GROUPS:
+            validate_custom(obj)
+        else:
+            validate_core(obj)
+        namespaced = obj["kind"] not in CLUSTER_KINDS
+        # The hub's namespace, but for the doctor's read of KServe's settings, in KServe's.
+        expected = KSERVE_NAMESPACE if path.name == "rbac-doctor.yaml" and obj["kind"].startswith("Role") and \
+            obj["metadata"].get("namespace") == KSERVE_NAMESPACE else NAMESPACE
+        assert (obj["metadata"].get("namespace") == expected) == namespaced, obj["metadata"]["name"]
 
 
 def test_the_objects_embedded_in_the_values_validate(values):
@@ -504,3 +515,32 @@ def test_the_kubeai_variables_are_ones_the_code_reads(values):
             assert name in read, f"{name} is read by nothing in the service"
     assert {"KUBEAI_MODE", "KUBEAI_SERVICE_CONFIG", "KUBEAI_INITIAL_CATALOG", "KUBEAI_METRICS_TOKEN"} <= set(
         sidecar_env(values))
+
+
+# --------------------------------------------------------------------------
+# The queue examples
+# --------------------------------------------------------------------------
+
+def test_the_queue_examples_hang_together_and_match_the_backend_defaults():
+    """deploy/queues/: each LocalQueue names a ClusterQueue there, each flavor a ResourceFlavor; names as the backend asks."""
+    from jupyter_kubeai.backends.kubernetes import KubernetesBackend
+
+    backend = KubernetesBackend()
+    assert backend.queue_template == "{project}" and backend.personal_queue == "default"
+    kueue = docs(DEPLOY / "queues" / "kueue-queues.yaml")
+    cluster_queues = {o["metadata"]["name"]: o for o in kueue if o["kind"] == "ClusterQueue"}
+    flavors = {o["metadata"]["name"] for o in kueue if o["kind"] == "ResourceFlavor"}
+    local_queues = {o["metadata"]["name"]: o for o in kueue if o["kind"] == "LocalQueue"}
+    assert local_queues and "default" in local_queues  # the personal queue
+    for queue in local_queues.values():
+        assert queue["metadata"]["namespace"] == NAMESPACE
+        assert queue["spec"]["clusterQueue"] in cluster_queues
+    for queue in cluster_queues.values():
+        for group in queue["spec"]["resourceGroups"]:
+            for flavor in group["flavors"]:
+                assert flavor["name"] in flavors
+                assert [r["name"] for r in flavor["resources"]] == group["coveredResources"]
+    volcano = docs(DEPLOY / "queues" / "volcano-queues.yaml")
+    assert {o["kind"] for o in volcano} == {"Queue"}
+    # A project's queue is its slug, in both (the example project "vision").
+    assert "vision" in local_queues and "vision" in {o["metadata"]["name"] for o in volcano}

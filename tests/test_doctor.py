@@ -85,7 +85,7 @@ async def test_a_bare_cluster_says_what_is_missing_and_how_to_get_it(kube):
     assert found["scheduling", "Volcano"].found == "not installed (not used: gang_scheduler is none)"
     assert found["serving", "KServe"].status == "warn" and "Deployment + Service" in found["serving", "KServe"].found
     pvc = found["storage", "share PVC kubeai-share"]
-    assert pvc.status == "fail" and "deploy/share-pvc-cephfs.yaml" in pvc.fix
+    assert pvc.status == "fail" and "deploy/storage/cephfs-pvc.yaml" in pvc.fix
     assert found["gpu", "GPU nodes"].status == "warn" and "gpu-operator" in found["gpu", "GPU nodes"].fix
     # The fake allows every access review: every permission is there.
     assert {s for (area, _), s in statuses(checks).items() if area == "rbac"} == {"ok"}

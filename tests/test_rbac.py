@@ -47,6 +47,8 @@ from test_kubeai_spawner import catalog_url, spawner_for, start  # noqa: F401 (c
 from test_training_objects import job
 
 from jupyter_kubeai.backends.kubernetes import KubernetesBackend
+from jupyter_kubeai.kube.doctor import KSERVE_CONFIG
+from jupyter_kubeai.kube.permissions import DOCTOR, KSERVE_NAMESPACE, SELF_REVIEW
 
 from kubefake import NAMESPACE, RECORD_CALLS_ENV
 
@@ -62,6 +64,11 @@ CODE_TESTS = [
     "test_models_api.py",
     Path(__file__).name,
 ]
+#: The doctor's tests: its calls are checked against rbac.yaml plus rbac-doctor.yaml.
+DOCTOR_TESTS = ["test_doctor.py"]
+RBAC_DOCTOR = TESTS.parent / "deploy" / "rbac-doctor.yaml"
+#: The namespace the manifests in deploy/ are written for.
+DEPLOY_NAMESPACE = "jupyterhub"
 
 
 # --------------------------------------------------------------------------
@@ -116,16 +123,15 @@ def allowed(need: tuple[str, tuple], resources: dict, urls: dict) -> bool:
 # The check
 # --------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def recorded_calls(tmp_path_factory) -> list[dict]:
-    """Every API call of CODE_TESTS, from a pytest subprocess (see the module docstring)."""
+def record_calls(test_files: list[str], folder: Path) -> list[dict]:
+    """Every API call of the tests in ``test_files``, from a pytest subprocess (see the module docstring)."""
     if os.environ.get(RECORD_CALLS_ENV):
         pytest.skip("inside the recording run itself")
-    record_file = tmp_path_factory.mktemp("kube-calls") / "calls.jsonl"
+    record_file = folder / "calls.jsonl"
     env = {**os.environ, RECORD_CALLS_ENV: str(record_file)}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-         *(str(TESTS / name) for name in CODE_TESTS)],
+         *(str(TESTS / name) for name in test_files)],
         cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=560,
     )
     if result.returncode != 0:
@@ -134,6 +140,18 @@ def recorded_calls(tmp_path_factory) -> list[dict]:
     calls = [json.loads(line) for line in record_file.read_text().splitlines()]
     assert calls, "the fake API recorded no calls"
     return calls
+
+
+@pytest.fixture(scope="module")
+def recorded_calls(tmp_path_factory) -> list[dict]:
+    """Every API call of CODE_TESTS."""
+    return record_calls(CODE_TESTS, tmp_path_factory.mktemp("kube-calls"))
+
+
+@pytest.fixture(scope="module")
+def doctor_calls(tmp_path_factory) -> list[dict]:
+    """Every API call of the doctor's tests."""
+    return record_calls(DOCTOR_TESTS, tmp_path_factory.mktemp("doctor-calls"))
 
 
 @pytest.mark.timeout(600)  # the recording run takes about a minute, more on a busy machine
@@ -159,6 +177,64 @@ def test_rbac_allows_exactly_the_calls_the_code_makes(recorded_calls):
         if (url, verb) not in needs_urls:
             unused.append(f"  nonResourceURL {url!r} verb {verb!r} in {sorted(roles)}")
     assert not unused, "Rules of deploy/rbac.yaml that no call of the code uses (remove them):\n" + "\n".join(unused)
+
+
+def url_granted(path: str, pattern: str) -> bool:
+    """RBAC's nonResourceURLs match: exact, or a prefix ending in ``*``."""
+    return path.startswith(pattern[:-1]) if pattern.endswith("*") else path == pattern
+
+
+@pytest.mark.timeout(300)
+def test_rbac_doctor_allows_exactly_what_the_doctor_reads(doctor_calls):
+    """deploy/rbac-doctor.yaml: with rbac.yaml, every call of the doctor; each of its rules used; its rules are DOCTOR."""
+    extra = load_rbac(RBAC_DOCTOR)
+    resources, urls = permissions(load_rbac() + extra)
+    doctor_resources, doctor_urls = permissions(extra)
+    review = (SELF_REVIEW.group, SELF_REVIEW.resource, "create", False)
+    used_resources, denied = set(), []
+    used_patterns = set()
+    for call in doctor_calls:
+        kind, key = needed(call)
+        if kind == "resource":
+            used_resources.add(key)
+            # Every authenticated identity may review itself (the default system:basic-user role).
+            if key != review and not allowed((kind, key), resources, urls):
+                denied.append(f"  {key}  (e.g. {call['test']})")
+        else:
+            path, verb = key
+            matching = {(p, v) for p, v in urls if v == verb and url_granted(path, p)}
+            used_patterns |= matching
+            if not matching:
+                denied.append(f"  {path} {verb}  (e.g. {call['test']})")
+    assert not denied, "Calls of the doctor that rbac.yaml and rbac-doctor.yaml do not allow:\n" + "\n".join(denied)
+    unused = [f"  {group!r} {resource!r} {verb!r}" for (group, resource, verb, cluster_wide) in doctor_resources
+              if not any((group, resource, verb, ns) in used_resources for ns in ((True, False) if cluster_wide else (True,)))]
+    unused += [f"  {url!r} {verb!r}" for (url, verb) in doctor_urls if (url, verb) not in used_patterns]
+    assert not unused, "Rules of deploy/rbac-doctor.yaml that the doctor never uses:\n" + "\n".join(unused)
+    # One list: the file grants DOCTOR, each in its scope, and nothing else.
+    granted = {(group, resource, verb, cluster_wide) for (group, resource, verb, cluster_wide) in doctor_resources}
+    assert granted == {(p.group, p.resource, verb, p.cluster) for p in DOCTOR for verb in p.verbs}
+    namespaces = {d["metadata"]["name"] + "/" + d["metadata"].get("namespace", "") for d in extra if d["kind"] == "Role"}
+    assert namespaces == {f"kubeai-hub-doctor/{DEPLOY_NAMESPACE}", f"kubeai-hub-doctor/{KSERVE_NAMESPACE}"}
+    [kserve] = [d for d in extra if d["kind"] == "Role" and d["metadata"]["namespace"] == KSERVE_NAMESPACE]
+    assert kserve["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [KSERVE_CONFIG],
+                                "verbs": ["get"]}]
+
+
+def test_rbac_doctor_binds_every_role_to_the_hub():
+    docs = load_rbac(RBAC_DOCTOR)
+    roles = {(d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")) for d in docs
+             if d["kind"] in ("Role", "ClusterRole")}
+    bound = {(d["roleRef"]["kind"], d["roleRef"]["name"], d["metadata"].get("namespace")) for d in docs
+             if d["kind"] in ("RoleBinding", "ClusterRoleBinding")}
+    assert roles == bound
+    for doc in docs:
+        if doc["kind"].endswith("Binding"):
+            assert doc["subjects"] == [{"kind": "ServiceAccount", "name": "hub", "namespace": DEPLOY_NAMESPACE}]
+        else:
+            for rule in doc["rules"]:
+                assert rule["verbs"] in (["get"], ["list"]), rule  # read-only
+                assert not any("*" in v for f in ("apiGroups", "resources", "verbs") for v in rule.get(f, []))
 
 
 def test_rules_name_no_wildcards_and_every_role_is_bound_to_the_hub():

@@ -374,7 +374,7 @@ async def check_storage(client: KubeClient, settings: DoctorSettings) -> list[Ch
         if e.status == 404:
             return [Check("storage", name, FAIL, f"no PVC {settings.share_claim_name!r} in namespace {settings.namespace}",
                           f"Create it (ReadWriteMany, on CephFS or NFS): kubectl apply -n {settings.namespace} -f "
-                          "deploy/share-pvc-cephfs.yaml (or deploy/share-pvc-nfs.yaml).")]
+                          "deploy/storage/cephfs-pvc.yaml (or deploy/storage/nfs-pv-pvc.yaml).")]
         return [_denied("storage", name, e, f"PVC {settings.share_claim_name}")]
     spec, status = pvc.get("spec") or {}, pvc.get("status") or {}
     phase = status.get("phase", "Pending")

@@ -1,6 +1,6 @@
 """The hub service "kubeai": the control plane of jupyter_kubeai.
 
-A JupyterHub-managed service (its own process, started by the hub) with a
+A JupyterHub service in its own process, with a
 REST API under ``/services/kubeai/api/``. Only this process holds cluster
 credentials; every request is checked against the caller's hub identity.
 

@@ -1,9 +1,12 @@
 """``KubeAIService``: the hub service process.
 
-Started by the hub (``JupyterHub.services``, see ``jupyter_kubeai.hubconfig``)
-as ``python -m jupyter_kubeai.service``. It learns its address, prefix and
-hub API token from the ``JUPYTERHUB_*`` environment the hub gives every
-managed service; its own settings are the traitlets below (command line
+Run as ``python -m jupyter_kubeai.service``: by the hub as a managed service
+(``JupyterHub.services``, see ``jupyter_kubeai.hubconfig``; local mode), or
+by the deployment as an external one (the hub pod's ``kubeai`` container,
+``deploy/z2jh-values.yaml``). Either way it learns its address, prefix and
+hub API token from the ``JUPYTERHUB_*`` environment (the hub gives it to a
+managed service; ``hubconfig.external_service_environment`` lists what an
+external one needs); its own settings are the traitlets below (command line
 ``--KubeAIService.<name>=...`` or a config file).
 """
 
