@@ -136,10 +136,31 @@ async def test_the_checks_only_read(kube):
 ])
 async def test_the_share_pvc_must_be_bound_and_read_write_many(kube, phase, modes, status, words):
     share_pvc(kube, phase=phase, modes=modes, storage_class="nfs-client")
-    [check] = [c for c in await doctor() if c.area == "storage"]
+    [check] = [c for c in await doctor() if c.area == "storage" and c.name == "share PVC kubeai-share"]
     assert check.status == status
     assert check.found.startswith(f"{phase}, {', '.join(modes)}, storage class nfs-client")
     assert words in check.fix
+
+
+@pytest.mark.parametrize("exists", [True, False])
+async def test_a_pending_share_pvc_names_its_storage_class(kube, exists):
+    kube.serve_kind("storage.k8s.io/v1/storageclasses", "StorageClass", namespaced=False)
+    if exists:
+        kube.create("storage.k8s.io/v1/storageclasses", {"metadata": {"name": "cephfs"}, "provisioner": "rook-ceph.cephfs.csi.ceph.com"})
+    share_pvc(kube, phase="Pending", storage_class="cephfs")
+    checks = {c.name: c for c in await doctor() if c.area == "storage"}
+    assert checks["share PVC kubeai-share"].status == "fail"
+    storage_class = checks["storage class cephfs"]
+    if exists:
+        assert storage_class.status == "ok" and storage_class.found == "provisioner rook-ceph.cephfs.csi.ceph.com"
+    else:
+        assert storage_class.status == "fail" and storage_class.found == "no StorageClass 'cephfs'"
+        assert "kubectl get storageclass" in storage_class.fix
+
+
+async def test_a_bound_share_pvc_asks_nothing_of_its_storage_class(kube):
+    share_pvc(kube, storage_class="cephfs")  # no StorageClass served at all: not asked
+    assert [c.name for c in await doctor() if c.area == "storage"] == ["share PVC kubeai-share"]
 
 
 @pytest.mark.parametrize("share_type, status, found", [

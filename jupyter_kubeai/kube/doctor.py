@@ -48,6 +48,7 @@ AREAS = ("cluster", "training", "scheduling", "serving", "storage", "gpu", "rbac
 PVC = Kind("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 NODE = Kind("", "v1", "nodes", "Node")
 CONFIGMAP = Kind("", "v1", "configmaps", "ConfigMap")
+STORAGECLASS = Kind("storage.k8s.io", "v1", "storageclasses", "StorageClass")
 PODGROUP = Kind("scheduling.volcano.sh", "v1beta1", "podgroups", "PodGroup")
 VOLCANO_QUEUE = Kind("scheduling.volcano.sh", "v1beta1", "queues", "Queue")
 LOCALQUEUE = Kind("kueue.x-k8s.io", "v1beta1", "localqueues", "LocalQueue")
@@ -73,6 +74,8 @@ INSTALL = {
            "helm install gpu-operator nvidia/gpu-operator -n gpu-operator --create-namespace)",
 }
 RBAC_FILE = "deploy/rbac.yaml"
+#: The optional, read-only grants of what only the doctor reads.
+RBAC_DOCTOR_FILE = "deploy/rbac-doctor.yaml"
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,7 @@ def _denied(area: str, name: str, e: ApiError, what: str, permission: Permission
     """A check the credentials could not make: unknown, with how to allow it."""
     if e.status in (401, 403):
         fix = (f"Optional: let the hub's service account {' and '.join(permission.verbs)} {permission.label}"
-               f"{' cluster-wide' if permission.cluster else ''} (see {RBAC_FILE}), to check this."
+               f"{' cluster-wide' if permission.cluster else ''} (apply {RBAC_DOCTOR_FILE}), to check this."
                if permission else f"Give the hub's service account read access to {what} (see {RBAC_FILE}).")
         return Check(area, name, WARN, f"unknown: not allowed to read {what} ({e.status})", fix)
     return Check(area, name, WARN, f"unknown: reading {what} failed ({e.status} {e.reason}: {e.message})")
@@ -360,6 +363,22 @@ async def check_serving(client: KubeClient, discovery: _Discovery, settings: Doc
 # --- storage -------------------------------------------------------------------------------------
 
 
+async def _storage_class(client: KubeClient, name: str | None) -> list[Check]:
+    """Why a PVC may not bind: the StorageClass it names does not exist (no check without a name)."""
+    if not name:
+        return []
+    label = f"storage class {name}"
+    try:
+        storage_class = await client.get(STORAGECLASS, None, name)
+    except ApiError as e:
+        if e.status == 404:
+            return [Check("storage", label, FAIL, f"no StorageClass {name!r}",
+                          "Create it (e.g. Rook's CephFS class or an NFS provisioner's), or name an existing one "
+                          "(kubectl get storageclass) in the PVC and recreate it.")]
+        return [_denied("storage", label, e, "StorageClasses", _optional("storageclasses"))]
+    return [Check("storage", label, OK, f"provisioner {storage_class.get('provisioner', '?')}")]
+
+
 async def check_storage(client: KubeClient, settings: DoctorSettings) -> list[Check]:
     if settings.share_type == "none":
         return [Check("storage", "share", WARN, "share_type is none: no shared storage",
@@ -385,7 +404,8 @@ async def check_storage(client: KubeClient, settings: DoctorSettings) -> list[Ch
     if phase != "Bound":
         return [Check("storage", name, FAIL, found,
                       f"The PVC is not bound: see kubectl describe pvc -n {settings.namespace} {settings.share_claim_name} "
-                      f"(is there a provisioner for {storage_class}, or a matching PersistentVolume?).")]
+                      f"(is there a provisioner for {storage_class}, or a matching PersistentVolume?)."),
+                *await _storage_class(client, spec.get("storageClassName"))]
     if "ReadWriteMany" not in modes:
         return [Check("storage", name, FAIL, found,
                       "Notebooks and jobs on several nodes mount it at once: recreate it with accessModes "

@@ -80,6 +80,8 @@ DOCTOR: tuple[Permission, ...] = (
     Permission("kueue.x-k8s.io", "localqueues", ("list",), "doctor"),
     Permission("kueue.x-k8s.io", "clusterqueues", ("list",), "doctor", cluster=True),
     Permission("", "configmaps", ("get",), "doctor", namespace=KSERVE_NAMESPACE),
+    # Why the share PVC does not bind: the StorageClass it names.
+    Permission("storage.k8s.io", "storageclasses", ("get",), "doctor", cluster=True),
 )
 
 #: Every authenticated caller may create these (the ``system:basic-user`` ClusterRole); the doctor asks with them.
