@@ -34,6 +34,10 @@ def add_command(command) -> None:
     direct.add_argument("--config", metavar="FILE",
                         help="The kubeai service's config file (c.KubernetesBackend..., c.KubernetesServing...): "
                              "the settings to check against (default: the defaults).")
+    direct.add_argument("--catalog", metavar="FILE",
+                        help="A catalog YAML/JSON file (as $KUBEAI_INITIAL_CATALOG, e.g. the kubeai-catalog ConfigMap's "
+                             "catalog.yaml): check that some node offers the GPU resources its sizes ask for "
+                             "(default: the config's KubeAIService.initial_catalog; without either, not checked).")
     direct.add_argument("--namespace", help="The namespace of jobs and services (default: the config's, else 'default').")
     direct.add_argument("--project", action="append", default=[], metavar="NAME",
                         help="A project (hub group) whose queue to check. Repeatable.")
@@ -94,8 +98,9 @@ async def _check(args) -> dict:
 
     from .backends.kubernetes import KubernetesBackend
     from .backends.kubernetes_serving import KubernetesServing
+    from .catalog.model import profile_from_dict
     from .errors import InvalidInput
-    from .kube.doctor import check_cluster, connect, settings_for, summary
+    from .kube.doctor import check_cluster, connect, gpu_resources_of, settings_for, summary
 
     config = Config()
     if args.config:
@@ -109,7 +114,20 @@ async def _check(args) -> dict:
     serving = KubernetesServing(config=config)
     quota = (config.get("KubeAIService") or {}).get("project_gpu_quota") or {}
     projects = set(args.project) | {p for p in quota if p != "*"} | set(backend.project_pools)
-    settings = settings_for(backend, serving, projects=projects)
+    catalog = (config.get("KubeAIService") or {}).get("initial_catalog") or {}
+    if args.catalog:
+        import yaml
+
+        try:
+            with open(args.catalog) as f:
+                catalog = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise InvalidInput(f"Cannot read the catalog file {args.catalog}: {e}") from None
+    try:
+        profiles = [profile_from_dict(p) for p in (catalog.get("profiles") or [])]
+    except (InvalidInput, AttributeError, TypeError) as e:
+        raise InvalidInput(f"The catalog's sizes are not valid: {e}") from None
+    settings = settings_for(backend, serving, projects=projects, gpu_resources=gpu_resources_of(profiles))
     client = await connect(kubeconfig=args.kubeconfig, context=args.context, in_cluster=args.in_cluster)
     try:
         checks = await check_cluster(client, settings)

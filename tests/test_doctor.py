@@ -463,6 +463,32 @@ async def test_cli_checks_a_cluster_straight_from_a_kubeconfig(kube, tmp_path, m
     assert "0 failed" in out.splitlines()[-1]
 
 
+async def test_cli_direct_mode_checks_the_gpu_resources_of_a_catalog_file(kube, tmp_path, monkeypatch, capsys):
+    """--catalog (the ConfigMap's catalog.yaml): sizes asking for a GPU resource no node offers are named."""
+    monkeypatch.delenv("KUBEAI_SERVICE_URL", raising=False)
+    kubeconfig = kube.write_kubeconfig(tmp_path / "admin-kubeconfig")
+    node(kube, "a100-1", **{"nvidia.com/gpu": "8"})
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(yaml.safe_dump({"profiles": [
+        {"name": "cpu", "cpu_limit": "2"},
+        {"name": "a100", "gpus": 1, "gpu_resource": "nvidia.com/gpu"},
+        {"name": "mi300", "gpus": 1, "gpu_resource": "amd.com/gpu"},
+    ]}))
+    code, out = await kubeai("doctor", "--kubeconfig", str(kubeconfig), "--namespace", NS, "--catalog", str(catalog), "--json")
+    gpu = {c["name"]: c for c in json.loads(out)["checks"] if c["area"] == "gpu"}
+    assert set(gpu) == {"GPU nodes", "sizes asking for amd.com/gpu"}
+    assert gpu["sizes asking for amd.com/gpu"]["status"] == "warn"
+    # Without a catalog, nothing to compare: the sizes are not checked.
+    code, out = await kubeai("doctor", "--kubeconfig", str(kubeconfig), "--namespace", NS, "--json")
+    assert [c["name"] for c in json.loads(out)["checks"] if c["area"] == "gpu"] == ["GPU nodes"]
+    # A broken catalog file is one clear line.
+    catalog.write_text(yaml.safe_dump({"profiles": [{"name": "bad", "cpu_request": "4", "cpu_limit": "1"}]}))
+    capsys.readouterr()
+    code, _ = await kubeai("doctor", "--kubeconfig", str(kubeconfig), "--catalog", str(catalog))
+    err = capsys.readouterr().err
+    assert code != 0 and "The catalog's sizes are not valid" in err and "cpu_request" in err
+
+
 async def test_cli_direct_mode_errors_are_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("KUBEAI_SERVICE_URL", raising=False)
     code, _ = await kubeai("doctor", "--kubeconfig", str(tmp_path / "missing"))

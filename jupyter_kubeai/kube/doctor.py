@@ -110,6 +110,11 @@ class DoctorSettings:
     optional_permissions: tuple[Permission, ...] = DOCTOR
 
 
+def gpu_resources_of(profiles: Iterable) -> list[str]:
+    """The GPU resource names the catalog's sizes ask for (``catalog.model.Profile``)."""
+    return sorted({p.gpu_resource for p in profiles if p.max_gpus or p.gpus})
+
+
 def settings_for(backend, serving=None, *, projects: Iterable[str] = (), gpu_resources: Iterable[str] = ()) -> DoctorSettings:
     """The settings of a ``KubernetesBackend`` (and ``KubernetesServing``), for the queues of ``projects``."""
     queues = {backend.queue_template.format(project=slug(p)) for p in projects} | {backend.personal_queue}

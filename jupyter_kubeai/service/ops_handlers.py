@@ -124,12 +124,12 @@ async def run_doctor(service, hub_auth=None) -> dict:
         return _local_report(service.mode, f"the job backend {type(backend).__name__} is not the Kubernetes one: nothing to check")
     # Imported here: local mode never loads the Kubernetes client.
     from ..kube.client import KubeClient
-    from ..kube.doctor import check_cluster, settings_for, summary
+    from ..kube.doctor import check_cluster, gpu_resources_of, settings_for, summary
 
     catalog = service.catalog_store.catalog()
     settings = settings_for(
         backend, service.serving_backend, projects=await known_projects(service, hub_auth),
-        gpu_resources=[p.gpu_resource for p in catalog.profiles if p.max_gpus or p.gpus],
+        gpu_resources=gpu_resources_of(catalog.profiles),
     )
     try:
         client = await KubeClient.connect(request_timeout=15)
