@@ -180,6 +180,26 @@ async def test_a_restarted_service_finds_running_and_vanished_jobs(api, share, s
     await again.job_manager.cancel(await_identity("alice"), running)
 
 
+async def test_a_failing_notebook_ends_failed_with_its_traceback(api, share):
+    """Through the service: the state, the reason quoting the error, the traceback in the replica's log."""
+    _, url = api
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("print('about to fail', flush=True)"),
+        nbformat.v4.new_code_cell("def train(rate):\n    return 1 / rate\n\ntrain(0)"),
+    ])
+    job_id = snapshot(share, "alice", nb=nb)
+    assert (await post(url + "api/jobs", "alice-token", {"job_id": job_id, "name": "f", "framework": "single"}))[0] == 201
+    job = await wait_for(url + f"api/jobs/{job_id}", "alice-token", ("Succeeded", "Failed"))
+    assert job["state"] == "Failed"
+    assert "ZeroDivisionError" in job["reason"], job["reason"]
+    response = await AsyncHTTPClient().fetch(url + f"api/jobs/{job_id}/logs/main",
+                                             headers={"Authorization": "token alice-token"})
+    text = response.body.decode()
+    assert "about to fail" in text and "Traceback" in text and "ZeroDivisionError: division by zero" in text
+    code, events = await call(url + f"api/jobs/{job_id}/events", "alice-token")
+    assert events["events"][-1]["reason"] == "Failed"
+
+
 def await_identity(name, groups=("vision",), admin=False):
     from jupyter_kubeai.service.identity import Identity
 
@@ -262,10 +282,33 @@ async def test_who_may_see_and_touch_a_job(fake_api, hub):
             code, answer = await call(url + f"api/jobs/{job_id}{path}", "dave-token", method=method,
                                       body="{}" if method == "POST" else None)
             assert code == 404, (method, path, answer)
-    # bob cannot see alice's personal job either; an admin can, and may cancel it.
-    assert (await call(url + "api/jobs/alice-private", "bob-token"))[0] == 404
+    # bob cannot see alice's personal job either, nor read, follow or touch it; an admin can, and may cancel it.
+    for method, path in [("GET", ""), ("GET", "/events"), ("GET", "/logs"), ("GET", "/logs/main"),
+                         ("POST", "/cancel"), ("POST", "/resubmit"), ("DELETE", "")]:
+        code, answer = await call(url + f"api/jobs/alice-private{path}", "bob-token", method=method,
+                                  body="{}" if method == "POST" else None)
+        assert code == 404 and "alice-private" in answer["message"], (method, path, answer)
+    assert (await call(url + "api/jobs?project=vision", "bob-token"))[1]["jobs"][0]["job_id"] == "alice-vision"
     code, job = await post(url + "api/jobs/alice-private/cancel", "admin-token", {})
     assert (code, job["state"], job["reason"]) == (200, "Cancelled", "Cancelled by admin.")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"image": "vision-lab"}, "Image 'vision-lab' is not one you may use"),
+    ({"profile": "gpu"}, "Size 'gpu' is not one you may use"),
+    ({"project": "vision"}, "You are not in project 'vision'"),
+    ({"custom_image": "registry.example.org/nlp/own:1"}, "may not type an image of your own"),
+])
+async def test_catalog_entries_of_other_projects_are_refused(fake_api, hub, change, message):
+    """Real entries limited to groups dave is not in (not unknown names): refused, nothing recorded."""
+    app, url = fake_api
+    hub.add_user("dave", token="dave-token")
+    code, answer = await post(url + "api/jobs", "dave-token", {"job_id": "dave-1", "name": "d", "framework": "single", **change})
+    assert code == 400 and message in answer["message"], answer
+    assert app.job_manager.store.count() == 0
+    # The same entry is fine for a member (bob: vision and nlp).
+    code, answer = await post(url + "api/jobs", "bob-token", {"job_id": "bob-1", "name": "b", "framework": "single", **change})
+    assert code == 201, answer
 
 
 async def test_project_gpu_quota(fake_api):
