@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import urllib.parse
@@ -73,11 +74,51 @@ def models_show(client, args, out) -> int:
     return 0
 
 
+def _metrics(pairs: list[str]) -> dict:
+    out = {}
+    for key, value in _pairs(pairs).items():
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise argparse.ArgumentTypeError(f"metric {key}={value!r} is not a number (NAME=NUMBER).")
+        out[key] = int(value) if value.strip().lstrip("+-").isdigit() else number
+    return out
+
+
+def _signature(text: str | None) -> dict | None:
+    """``--signature``: JSON, or ``@file`` holding it (checked in full by the hub)."""
+    if text is None:
+        return None
+    where = "--signature"
+    if text.startswith("@"):
+        where = text[1:]
+        try:
+            with open(where, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise argparse.ArgumentTypeError(f"cannot read the signature from {where}: {e.strerror}.") from None
+    try:
+        signature = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"the signature in {where} is not JSON: {e}") from None
+    if not isinstance(signature, dict):
+        raise argparse.ArgumentTypeError('the signature is a JSON object: {"inputs": [{"name": "input-0", '
+                                         '"datatype": "FP64", "shape": [-1, 20]}]}.')
+    return signature
+
+
 def models_register(client, args, out) -> int:
     body = {"name": args.name, "project": args.project, "tags": _pairs(args.tag)}
     for key in ("path", "job_id", "format", "description"):
         if getattr(args, key):
             body[key] = getattr(args, key)
+    if args.metric:
+        body["metrics"] = _metrics(args.metric)
+    signature = _signature(args.signature)
+    if signature is not None:
+        body["signature"] = signature
     answer = client.call("POST", "api/models", body)
     print(f"{_label(answer['model'])} version {answer['version']['version']} ({answer['version']['checksum']})", file=out)
     return 0
@@ -183,6 +224,12 @@ def add_commands(command, group) -> None:
     p.add_argument("--format", choices=["sklearn", "torchscript", "custom"], help="Default: guessed.")
     p.add_argument("--description")
     p.add_argument("-t", "--tag", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("-m", "--metric", action="append", default=[], metavar="NAME=NUMBER",
+                   help="A metric of this version (with --job: over the job's own last values).")
+    p.add_argument("--signature", metavar="JSON|@FILE",
+                   help='Inputs and outputs, e.g. \'{"inputs": [{"name": "input-0", "datatype": "FP64", '
+                        '"shape": [-1, 20]}]}\' (-1: any size). Default: the model.json the job wrote, if any. '
+                        'The Services panel\'s "Try it" sample follows it.')
     p = command(sub, "alias", models_alias, "Point an alias (e.g. production) at a version, or remove it.")
     p.add_argument("model")
     p.add_argument("alias")

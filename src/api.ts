@@ -436,9 +436,22 @@ export interface IService {
   /** Relative to the hub's origin: `/services/kubeai/serve/<name>/`. */
   endpoint: string;
   predict_url: string;
+  /** The name in `/v1/models/<name>` and `/v2/models/<name>` (the service's). */
+  served_name?: string;
+  /** The last failed requests the hub forwarded to it, newest first. */
+  recent_errors?: IServiceError[];
   spec: { options?: { [key: string]: unknown }; [key: string]: unknown };
   created?: number;
   updated?: number;
+}
+
+/** A failed request to a service's model server (`recent_errors`). */
+export interface IServiceError {
+  /** Seconds since the epoch. */
+  time: number;
+  /** The HTTP status the caller got (503: no model server answered). */
+  status: number;
+  message: string;
 }
 
 /** What `POST services` takes. */
@@ -452,6 +465,18 @@ export interface IDeployment {
   gpus?: number;
   max_batch_size?: number;
   max_latency_ms?: number;
+}
+
+/**
+ * A model server's Open Inference v2 model metadata (`GET services/{name}/metadata`):
+ * `inputs` are the version's signature, else what the runtime learnt from the loaded model.
+ */
+export interface IModelMetadata {
+  name: string;
+  versions?: string[];
+  platform?: string;
+  inputs?: ITensorSpec[];
+  outputs?: ITensorSpec[];
 }
 
 /** The model server's answer to a "try it" request, refused or not. */
@@ -532,6 +557,11 @@ export class ServicesAPI {
 
   remove(name: string): Promise<void> {
     return requestAPI<void>(`services/${encodeURIComponent(name)}`, { method: 'DELETE' });
+  }
+
+  /** The model server's v2 metadata of the model it serves (fails while it is not running). */
+  metadata(name: string): Promise<IModelMetadata> {
+    return requestAPI<IModelMetadata>(`services/${encodeURIComponent(name)}/metadata`);
   }
 
   /**

@@ -25,6 +25,8 @@ import {
   IModelVersion,
   IRegistration,
   IService,
+  ISignature,
+  ITensorSpec,
   JobsAPI,
   KubeAIError,
   ModelsAPI,
@@ -575,6 +577,72 @@ export async function deployVersion(
   });
 }
 
+/** The v2 datatypes a signature may name (as the hub checks them). */
+export const DATATYPES = [
+  'BOOL', 'UINT8', 'UINT16', 'UINT32', 'UINT64', 'INT8', 'INT16', 'INT32', 'INT64', 'FP16', 'FP32', 'FP64', 'BYTES'
+];
+
+/**
+ * The "Signature" field of the Register dialog: empty for none, else JSON
+ * `{"inputs": [{name, datatype, shape}], "outputs": [...]}` checked as the
+ * hub checks it (the hub has the last word). An Error says what is wrong.
+ */
+export function parseSignature(text: string, trans: TranslationBundle): ISignature | undefined {
+  if (!text.trim()) {
+    return undefined;
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    throw new Error(trans.__('The signature is not JSON: %1', (error as Error).message));
+  }
+  const isObject = (v: unknown): v is { [key: string]: unknown } =>
+    typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!isObject(raw)) {
+    throw new Error(
+      trans.__('The signature is an object: {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, 20]}]}.')
+    );
+  }
+  const unknown = Object.keys(raw).filter(k => k !== 'inputs' && k !== 'outputs');
+  if (unknown.length) {
+    throw new Error(trans.__('The signature has unknown field(s) %1; it has inputs and outputs.', unknown.join(', ')));
+  }
+  const tensors = (list: unknown, where: string): ITensorSpec[] => {
+    if (!Array.isArray(list) || list.length === 0) {
+      throw new Error(trans.__('The signature\'s %1 must be a list of tensors ({"name", "datatype", "shape"}).', where));
+    }
+    return list.map((t: unknown, i: number) => {
+      const here = `${where}[${i}]`;
+      if (!isObject(t)) {
+        throw new Error(trans.__('%1 must be an object with name, datatype and shape.', here));
+      }
+      if (t.name !== undefined && (typeof t.name !== 'string' || !t.name)) {
+        throw new Error(trans.__('%1.name must be text.', here));
+      }
+      if (t.datatype !== undefined && !DATATYPES.includes(t.datatype as string)) {
+        throw new Error(trans.__('%1.datatype must be one of %2.', here, DATATYPES.join(', ')));
+      }
+      const shape = t.shape;
+      if (
+        shape !== undefined &&
+        (!Array.isArray(shape) || shape.length === 0 || !shape.every(d => Number.isInteger(d) && (d === -1 || d > 0)))
+      ) {
+        throw new Error(trans.__('%1.shape must be a list of sizes, -1 meaning any, e.g. [-1, 20].', here));
+      }
+      return t as unknown as ITensorSpec;
+    });
+  };
+  if (raw.inputs === undefined) {
+    throw new Error(trans.__('The signature needs its inputs.'));
+  }
+  const signature: ISignature = { inputs: tensors(raw.inputs, 'inputs') };
+  if (raw.outputs !== undefined && raw.outputs !== null) {
+    signature.outputs = tensors(raw.outputs, 'outputs');
+  }
+  return signature;
+}
+
 /** What to register: a job's folder (or a path in it), or a path in the user's home. */
 export type RegisterSource = { job: IJob } | { path: string };
 
@@ -637,6 +705,16 @@ export async function registerModel(
   }
   body.addSelect('format', trans.__('Format'), FORMAT_CHOICES.map(([v, l]) => [v, trans.__(l)]), '');
   body.addInput('description', trans.__('Description'), 'text', '', { placeholder: trans.__('optional') });
+  body.addInput(
+    'signature',
+    trans.__('Signature'),
+    'text',
+    '',
+    { placeholder: '{"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, 20]}]}', spellcheck: 'false' },
+    trans.__(
+      'Optional JSON: the inputs (and outputs) the model takes, -1 meaning any size. "Try it" in the Services panel starts from it. Default: the model.json the job wrote, if any.'
+    )
+  );
   return runFormDialog({
     title: trans.__('Register model'),
     body,
@@ -663,6 +741,10 @@ export async function registerModel(
       }
       if (body.value('description').trim()) {
         registration.description = body.value('description').trim();
+      }
+      const signature = parseSignature(body.value('signature'), trans);
+      if (signature) {
+        registration.signature = signature;
       }
       return api.register(registration);
     }

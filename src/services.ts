@@ -3,7 +3,8 @@
  *
  * The list shows the inference services the caller may see: name, model
  * and version, state and endpoint. The detail view (a main-area widget)
- * shows the status (state, reason, serving version, replicas), the full
+ * shows the status (state, reason, serving version, replicas), the last
+ * failed requests the hub forwarded to it (even while Ready), the full
  * endpoint URL, a "Try it" box that sends a sample request (prefilled from
  * the version's signature) through `POST services/<name>/predict` and
  * shows the model server's answer, and Update to a version, Roll back,
@@ -17,7 +18,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import { IModel, IService, ISignature, KubeAIError, ModelsAPI, ServicesAPI } from './api';
+import { IModel, IService, IServiceError, ISignature, ITensorSpec, KubeAIError, ModelsAPI, ServicesAPI } from './api';
 import { button, el, errorText, when } from './dom';
 
 /** How often the list and an open detail poll while a service is not Ready (ms). */
@@ -52,6 +53,26 @@ export function sampleRequest(signature?: ISignature | null): object {
   };
 }
 
+/**
+ * A sample request from what the running model server reports (its v2
+ * metadata) when the version has no signature: a KServe v1 `instances`
+ * template of the right width for one input (e.g. 20 zeros for a
+ * scikit-learn model fitted on 20 features), else v2 inputs; null when it
+ * reports nothing usable.
+ */
+export function sampleFromMetadata(inputs?: ITensorSpec[] | null): object | null {
+  if (!inputs || inputs.length === 0 || !inputs.every(i => Array.isArray(i.shape) && i.shape.length > 0)) {
+    return null;
+  }
+  if (inputs.length > 1) {
+    return sampleRequest({ inputs });
+  }
+  const zero = inputs[0].datatype === 'BOOL' ? false : inputs[0].datatype === 'BYTES' ? '' : 0;
+  const instance = (dims: number[]): unknown =>
+    dims.length === 0 ? zero : new Array(dims[0] > 0 ? dims[0] : 1).fill(null).map(() => instance(dims.slice(1)));
+  return { instances: [instance(inputs[0].shape!.slice(1))] };
+}
+
 /** A request body as text: one line per instance / tensor, readable and editable. */
 export function requestText(body: object): string {
   return JSON.stringify(body, null, 1).replace(/\[\s+([^[\]{}]*?)\s+\]/g, (_, inner: string) =>
@@ -69,6 +90,48 @@ function stateBadge(service: IService): HTMLElement {
     badge.title = service.reason;
   }
   return badge;
+}
+
+/** Failed requests shown under a service's status (the newest first). */
+export const RECENT_ERRORS_SHOWN = 5;
+
+/**
+ * The service's recent failed requests as a small list (time, status,
+ * message), or null when there are none.
+ */
+export function recentErrorsList(
+  errors: readonly IServiceError[] | undefined,
+  trans: TranslationBundle,
+  shown = RECENT_ERRORS_SHOWN
+): HTMLElement | null {
+  if (!errors || errors.length === 0) {
+    return null;
+  }
+  const box = el('div', { className: 'jp-KubeAI-recent-errors', field: 'recent-errors' });
+  box.appendChild(
+    el('p', {
+      className: 'jp-KubeAI-muted',
+      text:
+        errors.length > shown
+          ? trans.__('Recent failed requests (last %1 of %2):', shown, errors.length)
+          : trans.__('Recent failed requests:')
+    })
+  );
+  const list = el('ul', { className: 'jp-KubeAI-recent-errors-list' });
+  for (const error of errors.slice(0, shown)) {
+    const li = el('li', { field: 'recent-error' });
+    li.dataset.kubeaiStatus = String(error.status);
+    li.append(
+      el('span', { className: 'jp-KubeAI-muted', text: when(error.time), field: 'error-time' }),
+      ' ',
+      el('code', { text: String(error.status), field: 'error-status' }),
+      ' ',
+      el('span', { text: error.message, field: 'error-message' })
+    );
+    list.appendChild(li);
+  }
+  box.appendChild(list);
+  return box;
 }
 
 /** `model:v2` (and `→ v3` while it switches). */
@@ -184,6 +247,17 @@ export class ServicesView extends Widget {
         el('span', { text: versionText(service), field: 'model-version' }),
         el('span', { text: service.endpoint, field: 'endpoint', className: 'jp-KubeAI-endpoint' })
       );
+      const errors = service.recent_errors ?? [];
+      if (errors.length) {
+        const last = errors[0];
+        const count = el('span', {
+          className: 'jp-KubeAI-error-count',
+          text: trans._n('%1 failed request', '%1 failed requests', errors.length),
+          field: 'recent-error-count'
+        });
+        count.title = trans.__('Last: %1 %2 at %3', last.status, last.message, when(last.time));
+        facts.append(count);
+      }
       li.append(top, facts);
       li.onclick = () => this._serviceOpened.emit(service);
       li.onkeydown = e => {
@@ -391,6 +465,10 @@ export class ServiceDetail extends Widget {
     if (s.reason) {
       this.header.appendChild(el('p', { className: 'jp-KubeAI-muted', text: s.reason, field: 'reason' }));
     }
+    const errors = recentErrorsList(s.recent_errors, trans);
+    if (errors) {
+      this.header.appendChild(errors);
+    }
     const options = (s.spec?.options ?? {}) as { [key: string]: unknown };
     const replicas = Number(options.replicas ?? 1);
     this.factsNode.replaceChildren();
@@ -452,7 +530,8 @@ export class ServiceDetail extends Widget {
     };
     add('endpoint', trans.__('URL'), url);
     add('predict-url', trans.__('v2 infer'), predict);
-    add('v1-url', trans.__('v1 predict'), `${url}v1/models/${s.model}:predict`);
+    // The model answers under the service's name (`served_name`), not the registry model's.
+    add('v1-url', trans.__('v1 predict'), `${url}v1/models/${s.served_name ?? s.name}:predict`);
     const hint = el('p', {
       className: 'jp-KubeAI-muted',
       text: trans.__(
@@ -495,6 +574,29 @@ export class ServiceDetail extends Widget {
     const version = this.model?.versions?.find(v => v.version === this.service.version);
     this.sampleVersion = version ? version.version : null;
     this.tryInput.value = requestText(sampleRequest(version?.signature));
+    if (version && !version.signature?.inputs?.length) {
+      // No signature: the running model server may know the input's shape (scikit-learn's n_features_in_).
+      this.sampleVersion = null; // fill again once it is known (or the service is Ready)
+      void this.fillSampleFromServer(version.version);
+    }
+  }
+
+  /** The sample from the model server's metadata, once per version it serves. */
+  private async fillSampleFromServer(version: number): Promise<void> {
+    const s = this.service;
+    if (s.state !== 'Ready' || s.serving_version !== version) {
+      return;
+    }
+    this.sampleVersion = version;
+    let sample: object | null = null;
+    try {
+      sample = sampleFromMetadata((await this.options.api.metadata(s.name)).inputs);
+    } catch {
+      return; // Keep the template: "Try it" still works with an edited body.
+    }
+    if (sample && !this.tryEdited && this.service.version === version) {
+      this.tryInput.value = requestText(sample);
+    }
   }
 
   private setBusy(text: string): void {
@@ -618,6 +720,8 @@ export class ServiceDetail extends Widget {
       this.tryStatus.textContent = errorText(error);
       this.tryStatus.dataset.kubeaiStatus = 'error';
     }
+    // A refused request is now among the recent errors (no polling while Ready).
+    await this.refresh();
   }
 
   private model: IModel | null = null;

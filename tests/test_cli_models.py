@@ -50,3 +50,40 @@ async def test_bad_input_is_a_message_and_exit_1(kubeai, capsys):
     assert code == 1 and "You have no model 'nope'" in capsys.readouterr().err
     code, _ = await kubeai("services", "predict", "x", "{not json")
     assert code == 2
+
+
+SIGNATURE = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, 20]}]}
+
+
+async def test_register_with_a_signature_and_metrics(kubeai, tmp_path):
+    code, out = await kubeai("models", "register", "wide", "--path", "out", "--signature", json.dumps(SIGNATURE),
+                             "-m", "accuracy=0.93", "--metric", "epochs=12")
+    assert code == 0, out
+    (tmp_path / "sig.json").write_text(json.dumps({"inputs": [{"shape": [-1, 4]}]}))
+    code, out = await kubeai("models", "register", "wide", "--path", "out", "--signature", f"@{tmp_path / 'sig.json'}")
+    assert code == 0 and "wide version 2" in out, out
+    code, out = await kubeai("models", "show", "wide", "--json")
+    v2, v1 = json.loads(out)["versions"]
+    assert v1["signature"] == SIGNATURE and v1["metrics"] == {"accuracy": 0.93, "epochs": 12}
+    assert v2["signature"] == {"inputs": [{"name": "input-0", "shape": [-1, 4]}]} and v2["metrics"] == {}
+    code, out = await kubeai("models", "show", "wide")
+    assert "accuracy" in out.splitlines()[1] and "0.93" in out
+
+
+async def test_bad_signatures_and_metrics(kubeai, tmp_path, capsys):
+    # Refused here, before anything is sent: exit 2 with the reason.
+    for flags, message in [
+        (["--signature", "{not json"], "the signature in --signature is not JSON"),
+        (["--signature", "[-1, 20]"], "the signature is a JSON object"),
+        (["--signature", f"@{tmp_path / 'missing.json'}"], "cannot read the signature from"),
+        (["--metric", "accuracy=high"], "metric accuracy='high' is not a number"),
+        (["--metric", "loss=nan"], "is not a number"),
+        (["--metric", "accuracy"], "is not KEY=VALUE"),
+    ]:
+        code, _ = await kubeai("models", "register", "wide", "--path", "out", *flags)
+        assert code == 2 and message in capsys.readouterr().err, flags
+    # Refused by the hub: exit 1 with its message.
+    code, _ = await kubeai("models", "register", "wide", "--path", "out", "--signature", '{"inputs": [{"shape": "20"}]}')
+    assert code == 1 and "signature.inputs[0].shape must be a list" in capsys.readouterr().err
+    code, out = await kubeai("models", "list")
+    assert "wide" not in out

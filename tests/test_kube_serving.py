@@ -22,6 +22,7 @@ from jupyter_kubeai.kube.serving import (
     merge_diff,
 )
 from jupyter_kubeai.models.spec import DeploymentSpec
+from jupyter_kubeai.serving.app import ServingApp
 
 from k8s_schema import validate_core, validate_custom
 from kubefake import merge_patch
@@ -112,9 +113,10 @@ def test_every_object_validates_against_its_schema(kserve, size, max_replicas, r
         assert "containers" not in pod
     else:
         assert container["image"] == IMAGE
+        # All addresses (probes and the Service reach the pod), the service's name, the version.
         assert container["command"] == ["python", "-m", "jupyter_kubeai.serving", "--model-dir", "/mnt/models",
-                                        "--name", "iris", "--port", "8080", "--max-batch-size", "16",
-                                        "--max-latency-ms", "5"]
+                                        "--name", "iris", "--host", "0.0.0.0", "--port", "8080", "--version", "1",
+                                        "--max-batch-size", "16", "--max-latency-ms", "5"]
         assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
         assert container["lifecycle"]["preStop"]["exec"]["command"][-1] == "sleep 5"
         assert pod["terminationGracePeriodSeconds"] == 30
@@ -168,7 +170,8 @@ def test_the_inference_service_in_full():
                 "name": "kserve-container",
                 "image": IMAGE,
                 "command": ["python", "-m", "jupyter_kubeai.serving", "--model-dir", "/mnt/models", "--name", "iris",
-                            "--port", "8080", "--max-batch-size", "32", "--max-latency-ms", "2.5"],
+                            "--host", "0.0.0.0", "--port", "8080", "--version", "3",
+                            "--max-batch-size", "32", "--max-latency-ms", "2.5"],
                 "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "KUBEAI_SERVICE", "value": "iris"},
                         {"name": "KUBEAI_MODEL", "value": "iris"}, {"name": "KUBEAI_MODEL_VERSION", "value": "3"},
                         {"name": "STORAGE_URI", "value": "pvc://kubeai-share/models/vision/iris/3"}],
@@ -183,6 +186,37 @@ def test_the_inference_service_in_full():
             }],
         }},
     }
+
+
+@pytest.mark.parametrize("kserve", [True, False], ids=["kserve", "deployment"])
+def test_the_pod_command_is_what_the_runtime_reads(kserve, monkeypatch):
+    """The container's command parsed by the runtime itself: all addresses, the service's name, the version."""
+    spec = deployment(name="iris-api", version=3, max_batch_size=8, max_latency_ms=2.5)
+    container = pod_of(make_serving_objects(spec, placement(), kserve=kserve)[0])["containers"][0]
+    assert container["command"][:3] == ["python", "-m", "jupyter_kubeai.serving"]
+    app = ServingApp()
+    app.load_config(container["command"][3:])
+    assert (app.host, app.port, app.model_dir) == ("0.0.0.0", 8080, "/mnt/models")
+    assert container["readinessProbe"]["httpGet"]["port"] == app.port
+    # The model answers under the service's name (as KServe's own runtimes use the InferenceService's), not "iris".
+    assert (app.model_name, app.model_version) == ("iris-api", "3")
+    assert (app.max_batch_size, app.max_latency_ms) == (8, 2.5)
+    # Without --version the runtime reads the version from the pod's environment.
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["KUBEAI_MODEL_VERSION"] == "3"
+    monkeypatch.setenv("KUBEAI_MODEL_VERSION", env["KUBEAI_MODEL_VERSION"])
+    bare = ServingApp()
+    bare.load_config(["--model-dir", "/mnt/models"])
+    assert bare.model_version == "3"
+    assert bare.host == "127.0.0.1"  # local mode's default: loopback only
+
+
+def test_a_builtin_runtime_serves_under_the_service_name():
+    """KServe's built-in runtimes name the model after the InferenceService: the service's name."""
+    spec = deployment(name="iris-api", model_format="sklearn")
+    isvc = make_inference_service(spec, placement(builtin=("sklearn",)))
+    assert isvc["metadata"]["name"] == "iris-api"
+    assert "containers" not in isvc["spec"]["predictor"]
 
 
 def test_kserve_standard_mode_and_bad_settings():
@@ -352,6 +386,7 @@ async def test_kserve_deploy_update_rollback_and_delete(kube, make_backend):
         "/metadata/annotations/kubeai.jupyter.org/model-path",
         "/metadata/labels/kubeai.jupyter.org/model-version",
         "/spec/predictor/annotations/kubeai.jupyter.org/model-path",
+        "/spec/predictor/containers/0/command/12",  # --version
         "/spec/predictor/containers/0/env/3/value",  # KUBEAI_MODEL_VERSION
         "/spec/predictor/containers/0/env/4/value",  # STORAGE_URI
         "/spec/predictor/labels/kubeai.jupyter.org/model-version",
@@ -435,6 +470,7 @@ async def test_without_kserve_a_deployment_service_and_autoscaler(kube, make_bac
     assert differences(v1["spec"]["template"], v2["spec"]["template"]) == [
         "/metadata/annotations/kubeai.jupyter.org/model-path",
         "/metadata/labels/kubeai.jupyter.org/model-version",
+        "/spec/containers/0/command/12",
         "/spec/containers/0/env/3/value",
         "/spec/containers/0/volumeMounts/0/subPath",
     ]

@@ -91,7 +91,7 @@ async def test_deploy_predict_update_under_load_and_roll_back(api):
     code, svc = await post(url + "api/services", {"name": "clf-api", "model_id": model_id, "version": 1})
     assert code == 201, svc
     assert (svc["state"], svc["serving_version"]) == ("Ready", 1), svc
-    predict = url + "serve/clf-api/v1/models/clf:predict"
+    predict = url + "serve/clf-api/v1/models/clf-api:predict"  # the model answers under the service's name
     body = json.dumps({"instances": x.tolist()})
 
     async def ask():
@@ -156,3 +156,7 @@ async def test_malformed_payloads_get_400_and_the_server_keeps_serving(api):
         assert code == 400, (bad, answer)
     code, answer = await post(url + "api/services/clf-api/predict", {"instances": [[0.0] * FEATURES]})
     assert code == 200 and len(answer["predictions"]) == 1
+    # Ready, and the refused requests are its recent errors (newest first), with the runtime's reasons.
+    code, svc = await call(url + "api/services/clf-api", "alice-token")
+    assert svc["state"] == "Ready" and [e["status"] for e in svc["recent_errors"]] == [400, 400, 400], svc
+    assert all(e["message"] for e in svc["recent_errors"])

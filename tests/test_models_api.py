@@ -251,3 +251,154 @@ async def test_on_kubernetes_a_service_is_an_inference_service_naming_the_versio
         assert kube.get(ISVCS, NS, "iris-api") is None
     finally:
         await app.serving_backend.stop()
+
+
+async def test_a_file_swapped_for_a_link_after_the_check_is_refused(api, share, monkeypatch):
+    """The race of a user who replaces a checked file with a link to another user's file before it is copied."""
+    from jupyter_kubeai.models import registry
+
+    app, url = api
+    sklearn_file(share / "users/bob/secret.joblib", b"bob's weights")
+    sklearn_file(share / "users/alice/out/model.joblib", b"alice's weights")
+    checked = registry.resolve_source
+
+    def check_then_swap(*args):
+        source = checked(*args)
+        (share / "users/alice/out/model.joblib").unlink()
+        (share / "users/alice/out/model.joblib").symlink_to(share / "users/bob/secret.joblib")
+        return source
+
+    monkeypatch.setattr(registry, "resolve_source", check_then_swap)
+    for path in ("out", "out/model.joblib"):
+        if (share / "users/alice/out/model.joblib").is_symlink():
+            (share / "users/alice/out/model.joblib").unlink()
+            sklearn_file(share / "users/alice/out/model.joblib", b"alice's weights")
+        code, answer = await post(url + "api/models", "alice-token", {"name": "m", "path": path})
+        assert code == 400, answer
+        assert "is a symbolic link" in answer["message"]
+    assert app.model_manager.store.models(None) == []
+    assert not (share / "models").exists() or list((share / "models").rglob("*")) == []
+
+
+SIGNATURE_20 = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, 20]}],
+                "outputs": [{"name": "output-0", "datatype": "INT64", "shape": [-1]}]}
+
+
+async def test_register_with_a_signature(api, share):
+    _, url = api
+    sklearn_file(share / "users/alice/m.joblib")
+    code, answer = await post(url + "api/models", "alice-token", {"name": "wide", "path": "m.joblib",
+                                                                  "signature": SIGNATURE_20})
+    assert code == 201, answer
+    version = answer["version"]
+    assert version["signature"] == SIGNATURE_20
+    assert json.loads((share / version["path"] / "model.json").read_text())["signature"] == SIGNATURE_20
+    _, again = await call(url + f"api/models/{answer['model']['id']}/versions/1", "alice-token")
+    assert again["signature"] == SIGNATURE_20
+    # Names may be left out: they are filled in as the runtime would name them.
+    code, answer = await post(url + "api/models", "alice-token", {"name": "wide", "path": "m.joblib",
+                                                                  "signature": {"inputs": [{"shape": [-1, 20]}]}})
+    assert code == 201 and answer["version"]["signature"] == {"inputs": [{"name": "input-0", "shape": [-1, 20]}]}
+    # Without one, none is made up (the runtime's metadata may know more once the model is loaded).
+    code, answer = await post(url + "api/models", "alice-token", {"name": "wide", "path": "m.joblib"})
+    assert code == 201 and answer["version"]["signature"] == {}
+
+
+async def test_a_folder_whose_job_wrote_a_signature_keeps_it(api, share):
+    _, url = api
+    sklearn_file(share / "users/alice/out/model.joblib")
+    (share / "users/alice/out/model.json").write_text(json.dumps({"format": "sklearn", "signature": SIGNATURE_20}))
+    code, answer = await post(url + "api/models", "alice-token", {"name": "wide", "path": "out"})
+    assert code == 201 and answer["version"]["signature"] == SIGNATURE_20
+
+
+@pytest.mark.parametrize(
+    "signature, message",
+    [
+        ("[-1, 20]", "signature must be an object"),
+        ({"inputs": [{"name": "x", "shape": "20"}]}, "signature.inputs[0].shape must be a list of 1 to 16 sizes"),
+        ({"inputs": [{"name": "x", "datatype": "double"}]}, "signature.inputs[0].datatype is 'double'; use one of"),
+        ({"inputs": []}, "signature.inputs must be a list of 1 to 64 tensors"),
+        ({"input": [{"shape": [-1, 20]}]}, "signature has unknown field(s) input"),
+    ],
+)
+async def test_a_malformed_signature_is_a_400(api, share, signature, message):
+    app, url = api
+    sklearn_file(share / "users/alice/m.joblib")
+    code, answer = await post(url + "api/models", "alice-token", {"name": "wide", "path": "m.joblib",
+                                                                  "signature": signature})
+    assert code == 400 and message in answer["message"], answer
+    assert app.model_manager.store.models(None) == []
+    assert not (share / "models").exists() or list((share / "models").rglob("*")) == []
+
+
+@pytest.mark.parametrize("state", ["Pending", "Running"])
+async def test_registering_from_an_unfinished_job_is_refused(api, share, state):
+    app, url = api
+    job_dir = share / "users/alice/.kubeai/jobs/train-2"
+    sklearn_file(job_dir / "outputs/model.joblib")
+    app.job_manager.store.add(JobRecord(
+        job_id="train-2", owner="alice", project=None, framework="single", backend="local", state=state,
+        reason="", job_dir=str(job_dir), spec={"notebook": "train.ipynb"}, gpus=0, created=time.time()))
+    assert state in ACTIVE_STATES
+    code, answer = await post(url + "api/models", "alice-token", {"name": "clf", "job_id": "train-2", "path": "outputs"})
+    assert code == 409, answer
+    assert answer["message"] == f"Job 'train-2' is still {state}; register its model once it has finished."
+    assert app.model_manager.store.models(None) == []
+
+
+class RunningServing(RecordingServing):
+    """RecordingServing whose services answer at ``url``: one real runtime, run in this process."""
+
+    url = ""
+
+    async def status(self, name):
+        spec = self.running.get(name)
+        if spec is None:
+            return ServiceStatus("Failed")
+        return ServiceStatus("Ready", version=spec.version, ready_replicas=1, url=self.url)
+
+
+async def test_a_running_service_reports_the_input_width_its_model_learnt(hub, serve, service, share, tmp_path):
+    """No signature registered: the runtime's v2 metadata (through the hub) gives "Try it" the model's width."""
+    np = pytest.importorskip("numpy")
+    joblib = pytest.importorskip("joblib")
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+
+    from jupyter_kubeai.serving.handlers import make_server_delegate
+    from jupyter_kubeai.serving.runtime import ModelRuntime
+
+    x = np.random.RandomState(0).rand(40, 20)
+    joblib.dump(linear_model.LogisticRegression().fit(x, (x[:, 0] > 0.5).astype(int)), share / "users/alice/m.joblib")
+    RunningServing.running, RunningServing.url = {}, ""
+    app = make_service(tmp_path, share_root=str(share), serving_backend_class=RunningServing)
+    url = serve(app.make_app()) + PREFIX
+    code, answer = await post(url + "api/models", "alice-token", {"name": "wide", "path": "m.joblib"})
+    assert code == 201 and answer["version"]["signature"] == {}
+    code, _ = await post(url + "api/services", "alice-token", {"name": "wide-api", "model_id": answer["model"]["id"]})
+    assert code == 201
+    # Not answering yet: a 503 that says so.
+    code, meta = await call(url + "api/services/wide-api/metadata", "alice-token")
+    assert code == 503 and "not running" in meta["message"]
+
+    runtime = ModelRuntime(str(share / answer["version"]["path"]), "wide-api", version="1", max_batch_size=1)
+    await runtime.load()
+    sockets = bind_sockets(0, "127.0.0.1")
+    server = HTTPServer(make_server_delegate(runtime))
+    server.add_sockets(sockets)
+    RunningServing.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+    try:
+        code, meta = await call(url + "api/services/wide-api/metadata", "alice-token")
+        assert code == 200, meta
+        assert meta["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 20]}]
+        assert (meta["name"], meta["platform"], meta["versions"]) == ("wide-api", "sklearn", ["1"])
+        # A hint only: requests are not checked against it, the model itself refuses a wrong width.
+        code, answer = await post(url + "api/services/wide-api/predict", "alice-token", {"instances": [[0.5] * 20]})
+        assert code == 200 and len(answer["predictions"]) == 1
+        assert (await call(url + "api/services/wide-api/metadata", "bob-token"))[0] == 404
+    finally:
+        server.stop()
+        await server.close_all_connections()
+        await runtime.close()

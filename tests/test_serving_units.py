@@ -220,3 +220,35 @@ def inline_warmup() -> int:
     from jupyter_kubeai.serving.batching import InlinePolicy
 
     return InlinePolicy.WARMUP
+
+
+async def test_metadata_signature_is_model_json_s_else_the_predictors_hint(tmp_path):
+    """The v2 metadata: model.json's signature when given, else the predictor's ``signature()``, else none."""
+    from jupyter_kubeai.serving.runtime import ModelRuntime
+
+    (tmp_path / "predictor.py").write_text(
+        "class Predictor:\n"
+        "    def __init__(self, model_dir, config):\n"
+        "        self.hint = config.get('hint')\n"
+        "    def predict(self, payload):\n"
+        "        return payload\n"
+        "    def signature(self):\n"
+        "        if self.hint == 'broken':\n"
+        "            raise RuntimeError('no idea')\n"
+        "        return self.hint\n")
+
+    async def reported(**model_json):
+        write_model_json(tmp_path, format="custom", **model_json)
+        runtime = ModelRuntime(str(tmp_path), "m", max_batch_size=1)
+        await runtime.load()
+        try:
+            return runtime.reported_signature
+        finally:
+            await runtime.close()
+
+    hint = {"inputs": [{"name": "x", "datatype": "FP64", "shape": [-1, 20]}]}
+    assert await reported(config={"hint": hint}) == Signature((TensorSpec("x", "FP64", (-1, 20)),))
+    given = {"inputs": [{"name": "features", "shape": [-1, 3]}]}
+    assert await reported(signature=given, config={"hint": hint}) == Signature((TensorSpec("features", None, (-1, 3)),))
+    assert await reported(config={"hint": "broken"}) == Signature()
+    assert await reported() == Signature()

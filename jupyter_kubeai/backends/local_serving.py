@@ -4,7 +4,8 @@ Each service is one ``python -m jupyter_kubeai.serving`` process on a free
 loopback port, started detached (it outlives the hub service) and
 recorded in ``<state_dir>/<name>.json``, so a restarted hub service finds
 it again. The hub service proxies ``/services/kubeai/serve/<name>/`` to
-it (a stable, authenticated URL).
+it (a stable, authenticated URL); the model answers there under the
+service's name (``serve/<name>/v1/models/<name>:predict``), as on Kubernetes.
 
 Switching version (update, rollback) never fails a request: the new
 process starts on another port and must answer ``/v2/health/ready``; only
@@ -36,6 +37,19 @@ from ..models.spec import DeploymentSpec, ServiceStatus
 
 #: Seconds between switching the route and stopping the old process.
 SWITCH_GRACE = 1.0
+
+
+def runtime_command(spec: DeploymentSpec, port: int) -> list[str]:
+    """The model server's command line for one service on a loopback ``port``.
+
+    The model answers under the service's name (``/v1/models/<service>``),
+    as on Kubernetes (see :func:`jupyter_kubeai.kube.serving.runtime_command`).
+    """
+    return [
+        sys.executable, "-m", "jupyter_kubeai.serving", "--model-dir", spec.model_path, "--name", spec.name,
+        "--port", str(port), "--host", "127.0.0.1", "--version", str(spec.version),
+        "--max-batch-size", str(spec.max_batch_size), "--max-latency-ms", f"{spec.max_latency_ms:g}",
+    ]
 
 
 class LocalServing(ServingBackend):
@@ -105,11 +119,7 @@ class LocalServing(ServingBackend):
         port = free_port()
         log_path = Path(self.state_dir) / "logs" / f"{spec.name}-v{spec.version}-{port}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = [
-            sys.executable, "-m", "jupyter_kubeai.serving", "--model-dir", spec.model_path, "--name", spec.model,
-            "--port", str(port), "--host", "127.0.0.1", "--version", str(spec.version),
-            "--max-batch-size", str(spec.max_batch_size), "--max-latency-ms", str(spec.max_latency_ms),
-        ]
+        command = runtime_command(spec, port)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)

@@ -22,6 +22,11 @@ Two shapes, picked by the backend (:mod:`jupyter_kubeai.backends.kubernetes_serv
   (autoscaling/v2, on CPU). The version's folder is mounted read-only from
   the share (``subPath`` on the PVC, or the NFS export's sub-folder).
 
+Whatever the shape and the runtime (ours or KServe's built-in one), the model
+answers under the **service's** name (``/v1/models/<service>:predict``,
+``/v2/models/<service>/infer``), as KServe names a model after its
+InferenceService.
+
 The model is decoupled from the image: an update or a rollback renders the
 same objects with another ``model_subpath``/``version``, and the backend
 passes the image the deployment already runs (``ServingPlacement.image``),
@@ -132,12 +137,25 @@ def runtime_image(spec: DeploymentSpec, where: ServingPlacement) -> str:
 
 
 def runtime_command(spec: DeploymentSpec) -> list[str]:
-    """The runtime's CLI (``jupyter_kubeai.serving``), reading the model at ``/mnt/models``."""
+    """The runtime's CLI (``jupyter_kubeai.serving``), reading the model at ``/mnt/models``.
+
+    - ``--host 0.0.0.0``: the runtime listens on loopback by default (right
+      for local mode), where neither the kubelet's probes nor the Service
+      could reach it in a pod.
+    - ``--name <service name>``: the name in ``/v1/models/<name>`` and
+      ``/v2/models/<name>``, as KServe's built-in runtimes use the
+      InferenceService's name; the hub (``ModelManager.served_name``) and
+      local mode use the same.
+    - ``--version``: reported in v2 metadata and answers, and checked in
+      ``/v2/models/<name>/versions/<v>/...``.
+    """
     return [
         "python", "-m", "jupyter_kubeai.serving",
         "--model-dir", MODEL_DIR,
         "--name", spec.name,
+        "--host", "0.0.0.0",
         "--port", str(PORT),
+        "--version", str(spec.version),
         "--max-batch-size", str(spec.max_batch_size),
         "--max-latency-ms", f"{spec.max_latency_ms:g}",
     ]

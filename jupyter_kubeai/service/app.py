@@ -64,6 +64,7 @@ from .model_handlers import (
     ModelVersionHandler,
     ServeProxyHandler,
     ServiceEntryHandler,
+    ServiceMetadataHandler,
     ServicePredictHandler,
     ServiceRollbackHandler,
     ServicesHandler,
@@ -465,6 +466,7 @@ class KubeAIService(Application):
             ("api/services/{service}", ServiceEntryHandler),
             ("api/services/{service}/rollback", ServiceRollbackHandler),
             ("api/services/{service}/predict", ServicePredictHandler),
+            ("api/services/{service}/metadata", ServiceMetadataHandler),
             ("serve/{service}/{path}", ServeProxyHandler),
             ("oauth_callback", OAuthCallbackHandler),
         ]

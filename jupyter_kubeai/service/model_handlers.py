@@ -1,6 +1,8 @@
 """Model registry and inference service routes, and the proxy to the services' model servers.
 
-Thin: every decision is in :class:`~jupyter_kubeai.service.models.ModelManager`.
+Thin: every decision is in :class:`~jupyter_kubeai.service.models.ModelManager`
+(who may see a service, the name its model answers under, which failed
+answers become its recent errors).
 """
 
 from __future__ import annotations
@@ -24,6 +26,16 @@ class ModelHandler(BaseHandler):
 
     def model_json(self, model) -> dict:
         return {**model.to_json(), "versions": [v.to_json() for v in self.models.store.versions(model.id)]}
+
+    async def forward(self, record, method: str, path: str, body: bytes | None, headers: dict):
+        """:func:`forward`, keeping what failed in the service's recent errors (``ModelManager.note_*``)."""
+        try:
+            response = await forward(self.models.serving, record.name, method, path, body, headers)
+        except Unavailable as e:
+            self.models.note_failure(record.name, e.status, e.message)
+            raise
+        self.models.note_answer(record.name, response.code, response.body)
+        return response
 
 
 class ModelsHandler(ModelHandler):
@@ -133,7 +145,7 @@ class ServeProxyHandler(ModelHandler):
         headers = {k: self.request.headers[k] for k in _PASSED if k in self.request.headers}
         if self.request.query:
             path += "?" + self.request.query
-        response = await forward(self.models.serving, record.name, self.request.method, path, body, headers)
+        response = await self.forward(record, self.request.method, path, body, headers)
         self.set_status(response.code)
         if "Content-Type" in response.headers:
             self.set_header("Content-Type", response.headers["Content-Type"])
@@ -155,10 +167,28 @@ class ServicePredictHandler(ModelHandler):
     async def post(self, name):
         record = self.models.deployment(self.identity, name)
         body = self.json_body()
-        model = self.models.store.model(record.model_id).name
-        path = f"v1/models/{model}:predict" if "instances" in body else f"v2/models/{model}/infer"
-        response = await forward(self.models.serving, record.name, "POST", path, json.dumps(body).encode(),
-                                 {"Content-Type": "application/json"})
+        response = await self.forward(record, "POST", self.models.predict_path(record, body), json.dumps(body).encode(),
+                                      {"Content-Type": "application/json"})
+        try:
+            answer = json.loads(response.body or b"null")
+        except ValueError:
+            answer = {"message": response.body.decode(errors="replace")[:1000], "reason": "model_server"}
+        self.write_json(answer, status=response.code)
+
+
+class ServiceMetadataHandler(ModelHandler):
+    """``GET api/services/{name}/metadata``: the model server's Open Inference v2 model metadata.
+
+    Its ``inputs`` are the version's signature, else what the runtime learnt
+    from the loaded model (scikit-learn's ``n_features_in_``): the panel's
+    "Try it" sample starts from them when the version has no signature. Not
+    a prediction, so a failure here is not one of the service's recent errors.
+    """
+
+    async def get(self, name):
+        record = self.models.deployment(self.identity, name)
+        response = await forward(self.models.serving, record.name, "GET", f"v2/models/{self.models.served_name(record)}",
+                                 None, {"Accept": "application/json"})
         try:
             answer = json.loads(response.body or b"null")
         except ValueError:

@@ -4,24 +4,31 @@
   user alone; anyone else gets 404, as if it did not exist. Hub admins see all.
 - Registering copies files from the caller's own volumes only (see
   :mod:`jupyter_kubeai.models.registry`), optionally from one of the
-  caller's own jobs, whose lineage (notebook snapshot, image, parameters,
+  caller's own jobs once it has finished (409 while Pending or Running), whose lineage (notebook snapshot, image, parameters,
   last metrics) the version keeps.
 - A service serves one version; changing version (update, rollback) goes
   through the serving backend without failed requests, and a version a
   service uses (or could roll back to) cannot be deleted.
+- The model answers under the service's name (:meth:`ModelManager.served_name`),
+  locally and on Kubernetes, with our runtime or KServe's built-in one.
+- The last failed requests the hub forwarded to each service
+  (:class:`RecentErrors`) are part of its status, Ready or not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
+from collections import deque
 
 from ..catalog.access import GPUS, IMAGE, PROFILE, select, user_view
-from ..errors import Forbidden, InvalidInput, NotFound
+from ..errors import Conflict, Forbidden, InvalidInput, NotFound
 from ..jobs.metrics import METRICS_FILE, read_metrics
 from ..jobs.snapshot import JOBS_FOLDER, NOTEBOOK_FILE
+from ..jobs.status import ACTIVE_STATES
 from ..local.share import LocalShare
 from ..models import registry
 from ..models.deploy import ServingBackend
@@ -58,11 +65,60 @@ def _typed(body: dict, name: str, kind, default=None):
     return value
 
 
+#: Failed requests kept per service (the newest) in its ``recent_errors``.
+RECENT_ERRORS_KEPT = 20
+#: The longest message kept of a failed request.
+ERROR_MESSAGE_CHARS = 500
+
+
+class RecentErrors:
+    """The last failed requests the hub forwarded to each service's model server, in memory.
+
+    Kept since the hub service started (a restart forgets them), at most
+    ``keep`` per service; what a model server was never asked (the hub
+    refused the caller) is not kept. Requests sent to a service in the
+    cluster without the hub are not seen here: the runtime's ``/metrics``
+    counts those.
+    """
+
+    def __init__(self, keep: int = RECENT_ERRORS_KEPT):
+        self.keep = keep
+        self._by_service: dict[str, deque] = {}
+
+    def record(self, name: str, status: int, message: str, when: float | None = None) -> None:
+        errors = self._by_service.setdefault(name, deque(maxlen=self.keep))
+        errors.append({"time": time.time() if when is None else when, "status": status,
+                       "message": message[:ERROR_MESSAGE_CHARS]})
+
+    def of(self, name: str) -> list[dict]:
+        """The service's failed requests, newest first."""
+        return [dict(e) for e in reversed(self._by_service.get(name, ()))]
+
+    def forget(self, name: str) -> None:
+        self._by_service.pop(name, None)
+
+
+def error_message(body: bytes | None) -> str:
+    """What a model server's error answer says: ``{"error": ...}`` (ours and KServe's), else the text."""
+    text = (body or b"").decode(errors="replace").strip()
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(answer, dict):
+        for key in ("error", "message", "detail"):
+            if isinstance(answer.get(key), str):
+                return answer[key]
+    return text
+
+
 class ModelManager:
     def __init__(self, store: ModelStore, share: LocalShare, catalog: CatalogStore, jobs: JobManager,
-                 serving: ServingBackend | None = None, *, metrics: ServiceMetrics | None = None):
+                 serving: ServingBackend | None = None, *, metrics: ServiceMetrics | None = None,
+                 recent_errors: RecentErrors | None = None):
         self.store, self.share, self.catalog, self.jobs, self.serving = store, share, catalog, jobs, serving
         self.metrics = metrics or ServiceMetrics()
+        self.recent_errors = recent_errors or RecentErrors()
 
     # --- who may see what ----------------------------------------------------------------------
 
@@ -85,6 +141,9 @@ class ModelManager:
         record = self.jobs.get(who, job_id)
         if record.owner != who.name:
             raise Forbidden(f"Job {job_id!r} is {record.owner}'s: register models from your own jobs.")
+        if record.state in ACTIVE_STATES:
+            # Its outputs are still being written: a copy now could be half a model, and its metrics not final.
+            raise Conflict(f"Job {job_id!r} is still {record.state}; register its model once it has finished.")
         folder = f"{JOBS_FOLDER}/{job_id}"
         snapshot = record.spec.get("snapshot_dir") or record.job_dir
         lineage = {
@@ -117,27 +176,29 @@ class ModelManager:
         if not path:
             raise InvalidInput("Name the model's files: a path in your volumes, or a job_id (and a path in its folder).")
         metrics = {**metrics, **_typed(body, "metrics", dict, {})}
-        signature, tags = _typed(body, "signature", dict, {}), _typed(body, "tags", dict, {})
+        signature = registry.check_signature(body.get("signature"))
+        tags = _typed(body, "tags", dict, {})
         description = _typed(body, "description", str, "")
         source = registry.resolve_source(self.share, who.name, who.groups, path)
-        model_format = _typed(body, "format", str) or registry.detect_format(source)
+        model_format = _typed(body, "format", str) or None
         scope = scope_of(project, who.name)
         folder = registry.scope_folder(project, who.name)
         lineage = {**lineage, "source": path}
-        staging, digest = await asyncio.to_thread(registry.stage, self.share, folder, name, source, model_format, signature)
+        # Format and signature (when not given) are learnt from the copy, never from the user's own files.
+        staged = await asyncio.to_thread(registry.stage, self.share, folder, name, source, model_format, signature)
         try:
             model = self.store.ensure_model(scope, name, project, who.name, description)
             version = self.store.add_version(
                 model.id,
                 path_for=lambda v: registry.version_path(folder, name, v),
-                place=lambda v: registry.place(self.share, staging, registry.version_path(folder, name, v)),
-                checksum=digest, format=model_format, signature=signature, metrics=metrics, tags=tags,
-                lineage=lineage, created_by=who.name,
+                place=lambda v: registry.place(self.share, staged.folder, registry.version_path(folder, name, v)),
+                checksum=staged.checksum, format=staged.format, signature=staged.signature, metrics=metrics,
+                tags=tags, lineage=lineage, created_by=who.name,
             )
         except BaseException:
-            registry.remove(self.share, str(staging.relative_to(self.share.root)))
+            registry.remove(self.share, str(staged.folder.relative_to(self.share.root)))
             raise
-        log.info("%s registered %s version %d (%s)", who.name, name, version.version, digest)
+        log.info("%s registered %s version %d (%s)", who.name, name, version.version, staged.checksum)
         return self.store.model(model.id), version
 
     # --- changing versions and aliases -----------------------------------------------------------
@@ -244,6 +305,7 @@ class ModelManager:
             spec={"options": options, "model": model.name}, created=now, updated=now,
         )
         self.store.add_deployment(record)
+        self.recent_errors.forget(spec.name)  # a new service of an old name starts clean
         try:
             with self.metrics.backend_call(self.serving.name, "deploy"):
                 details = await self.serving.deploy(spec)
@@ -286,14 +348,43 @@ class ModelManager:
         with self.metrics.backend_call(self.serving.name, "delete"):
             await self.serving.delete(record.name)
         self.store.delete_deployment(record.name)
+        self.recent_errors.forget(record.name)
+
+    # --- requests to a service's model server ----------------------------------------------------
+
+    @staticmethod
+    def served_name(record: DeploymentRecord) -> str:
+        """The name the model answers under in ``/v1/models/<name>`` and ``/v2/models/<name>``: the service's.
+
+        The same everywhere: the local runtime and the Kubernetes pods are
+        started with ``--name <service>``, and KServe's built-in runtimes
+        serve a model under its InferenceService's name (the service's).
+        """
+        return record.name
+
+    def predict_path(self, record: DeploymentRecord, body: dict) -> str:
+        """The model server's path for one prediction: KServe v1 with ``instances``, else Open Inference v2."""
+        name = self.served_name(record)
+        return f"v1/models/{name}:predict" if "instances" in body else f"v2/models/{name}/infer"
+
+    def note_answer(self, name: str, status: int, body: bytes | None) -> None:
+        """Keep a model server's failed answer (status 400 or more) in the service's recent errors."""
+        if status >= 400:
+            self.recent_errors.record(name, status, error_message(body) or f"HTTP {status}")
+
+    def note_failure(self, name: str, status: int, message: str) -> None:
+        """Keep a request that reached no model server (not running, not answering) in the recent errors."""
+        self.recent_errors.record(name, status, message)
 
     async def status_json(self, record: DeploymentRecord, prefix: str) -> dict:
         with self.metrics.backend_call(self.serving.name, "status"):
             status = await self.serving.status(record.name)
         model = self.store.model(record.model_id)
         out = record.to_json()
+        served = self.served_name(record)
         out.update(model=model.name, state=status.state, reason=status.reason, ready_replicas=status.ready_replicas,
-                   serving_version=status.version, endpoint=f"{prefix}serve/{record.name}/",
-                   predict_url=f"{prefix}serve/{record.name}/v2/models/{model.name}/infer")
+                   serving_version=status.version, endpoint=f"{prefix}serve/{record.name}/", served_name=served,
+                   predict_url=f"{prefix}serve/{record.name}/v2/models/{served}/infer",
+                   recent_errors=self.recent_errors.of(record.name))
         return out
 

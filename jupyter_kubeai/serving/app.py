@@ -99,16 +99,27 @@ class ServingApp(Application):
         return proposal.value
 
     model_version = Unicode(
-        "",
         config=True,
         help="""The model version reported in v2 metadata and responses (``--version V``).
 
-        Default: ``version`` in model.json, else none. Requests to
+        Default: ``$KUBEAI_MODEL_VERSION`` (set in the pods jupyter_kubeai
+        deploys, which also pass ``--version``), else ``version`` in
+        model.json, else none. Requests to
         ``/v2/models/<name>/versions/<v>/...`` with another version get 404.
         """,
     )
 
-    host = Unicode("127.0.0.1", config=True, help="""Address to listen on (``0.0.0.0`` in a container).""")
+    @default("model_version")
+    def _default_model_version(self):
+        return os.environ.get("KUBEAI_MODEL_VERSION", "")
+
+    host = Unicode(
+        "127.0.0.1",
+        config=True,
+        help="""Address to listen on. Default ``127.0.0.1`` (local mode: only the hub service, on the same
+        machine, reaches it). In a container pass ``--host 0.0.0.0`` (the Kubernetes deployments do), or
+        probes and the Service cannot reach it.""",
+    )
 
     port = Integer(8080, config=True, help="""Port to listen on (8080: KServe's default).""")
 

@@ -218,7 +218,7 @@ class V2ModelHandler(BaseHandler):
         rt = self.runtime
         rt.check_model(name, version)
         rt.require_loaded()
-        sig = rt.info.signature
+        sig = rt.reported_signature
         self.write_json({
             "name": rt.name,
             "versions": [rt.version] if rt.version else [],

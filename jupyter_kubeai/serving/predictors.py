@@ -31,6 +31,11 @@ The contract (a user's ``predictor.py`` follows it with a class named
   client gets a 500 with a generic message and the traceback is logged.
 - With batching off, ``predict`` may run in several threads at once
   (``--ServingApp.workers``); with batching on, one call runs at a time.
+- Optional ``signature()``: the inputs/outputs the loaded model takes, as a
+  model.json ``signature`` dict (or None). The v2 metadata reports it when
+  the folder's model.json has none (it is not enforced on requests), so the
+  Services panel's "Try it" sample can fit the model. scikit-learn models
+  report ``n_features_in_``.
 
 Built-ins: :class:`SklearnPredictor` (``model.joblib``/``model.pkl``) and
 :class:`TorchScriptPredictor` (``model.pt``). scikit-learn, joblib and torch
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import numbers
 import sys
 from pathlib import Path
 
@@ -98,6 +104,13 @@ class SklearnPredictor(Predictor):
             raise InvalidInput(f"The object in {path} ({type(model).__name__}) has no {method}() method.")
         self.model = model
         self._method = getattr(model, method)
+
+    def signature(self) -> dict | None:
+        """``[-1, n_features_in_]`` float64 (what v1 JSON numbers become), when the estimator knows it."""
+        n = getattr(self.model, "n_features_in_", None)
+        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+            return None
+        return {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, int(n)]}]}
 
     def predict(self, payload):
         if getattr(payload, "ndim", 2) != 2:

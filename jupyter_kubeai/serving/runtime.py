@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..errors import InvalidInput, NotFound, Unavailable
 from .batching import LATER, Batcher, Runner
 from .metrics import Metrics
-from .model_dir import ModelInfo, read_model_dir
+from .model_dir import ModelInfo, Signature, parse_signature, read_model_dir
 from .predictors import load_predictor
 from .protocol import Work
 
@@ -83,6 +83,23 @@ class ModelRuntime:
             raise NotFound(f"No model named {name!r} here; this server serves {self.name!r}.")
         if version is not None and version != self.version:
             raise NotFound(f"Model {name!r} has no version {version!r}; this server serves version {self.version or '(none)'}.")
+
+    @property
+    def reported_signature(self) -> Signature:
+        """What the v2 metadata reports: model.json's signature, else the loaded predictor's ``signature()``.
+
+        Only model.json's is checked against requests; the predictor's is a hint (e.g. for a sample request).
+        """
+        if self.info.signature.inputs or self.info.signature.outputs:
+            return self.info.signature
+        learnt = getattr(self.predictor, "signature", None)
+        if not callable(learnt):
+            return self.info.signature
+        try:
+            return parse_signature(learnt())
+        except Exception:  # a user's predictor.py: its hint is not worth a failed metadata request
+            log.warning("The predictor's signature() failed; the metadata reports none", exc_info=True)
+            return self.info.signature
 
     def require_loaded(self) -> None:
         if not self.loaded:
