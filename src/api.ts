@@ -178,7 +178,8 @@ export interface IMetricRecord {
 
 export interface IJobFile {
   name: string;
-  path: string;
+  /** Relative to the caller's home: set for files Lab can open (the caller's own jobs). */
+  path?: string;
   size: number;
   modified: number;
 }
@@ -329,12 +330,37 @@ export class JobsAPI {
     });
   }
 
+  /**
+   * The job's metrics: from the job folder in the caller's own home (the
+   * server extension), or, for a teammate's project job, whose folder is in
+   * the owner's home, from the hub service, which reads it on the share.
+   */
   metrics(id: string): Promise<{ metrics: IMetricRecord[] }> {
-    return requestLab(`jobs/${encodeURIComponent(id)}/metrics`);
+    return fromOwnHomeElseService(`jobs/${encodeURIComponent(id)}/metrics`);
   }
 
+  /** The job folder's files; `path` (openable in Lab) only for the caller's own jobs. */
   files(id: string): Promise<{ folder: string; files: IJobFile[] }> {
-    return requestLab(`jobs/${encodeURIComponent(id)}/files`);
+    return fromOwnHomeElseService(`jobs/${encodeURIComponent(id)}/files`);
+  }
+
+  /** One file of a job folder, through the hub service (for files not in the caller's home). */
+  async download(id: string, name: string): Promise<Blob> {
+    const parts = name.split('/').map(encodeURIComponent).join('/');
+    const response = await requestRaw(['kubeai', 'api', `jobs/${encodeURIComponent(id)}/files/${parts}`]);
+    return response.blob();
+  }
+}
+
+/** A job-folder route of the server extension; on its 404 (not in this home) the service's. */
+async function fromOwnHomeElseService<T>(endPoint: string): Promise<T> {
+  try {
+    return await requestLab<T>(endPoint);
+  } catch (error) {
+    if (error instanceof KubeAIError && error.status === 404) {
+      return requestAPI<T>(endPoint);
+    }
+    throw error;
   }
 }
 

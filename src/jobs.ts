@@ -561,18 +561,46 @@ export class JobDetail extends Widget {
     const ul = el('ul', { className: 'jp-KubeAI-files' });
     for (const file of files) {
       const li = el('li');
-      li.dataset.kubeaiFile = file.path;
+      li.dataset.kubeaiFile = file.path ?? file.name;
       const link = el('a', { text: file.name });
       link.href = '#';
-      link.title = trans.__('Open %1 in JupyterLab', file.path);
-      link.onclick = e => {
-        e.preventDefault();
-        this.options.openFile(file.path);
-      };
+      const path = file.path;
+      if (path !== undefined) {
+        link.title = trans.__('Open %1 in JupyterLab', path);
+        link.onclick = e => {
+          e.preventDefault();
+          this.options.openFile(path);
+        };
+      } else {
+        // A teammate's job: its folder is in their home, not in this Lab.
+        link.title = trans.__('Download %1 (the job folder is in %2\'s home)', file.name, this.job.owner);
+        link.onclick = e => {
+          e.preventDefault();
+          void this.download(file.name);
+        };
+      }
       li.append(link, el('span', { className: 'jp-KubeAI-muted', text: ` ${formatSize(file.size)}` }));
       ul.appendChild(li);
     }
     this.filesBody.replaceChildren(ul);
+  }
+
+  private async download(name: string): Promise<void> {
+    let blob: Blob;
+    try {
+      blob = await this.options.api.download(this.job.job_id, name);
+    } catch (error) {
+      this.showMessage(errorText(error));
+      return;
+    }
+    const url = URL.createObjectURL(blob);
+    const a = el('a');
+    a.href = url;
+    a.download = name.split('/').pop() ?? name;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
   }
 
   private async loadReplicas(): Promise<void> {

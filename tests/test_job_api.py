@@ -61,7 +61,8 @@ def share(tmp_path):
 @pytest.fixture
 async def api(hub, serve, service, share, tmp_path):
     """The service (after the ``service`` fixture set the hub environment) with local jobs in ``share``."""
-    config = Config({"LocalBackend": {"share_root": str(share), "local_gpus": 0}})
+    config = Config({"LocalBackend": {"share_root": str(share), "local_gpus": 0},
+                     "KubeAIService": {"share_root": str(share)}})
     app = make_service(tmp_path, config=config, reconcile_interval=0.2)
     return app, serve(app.make_app()) + PREFIX
 
@@ -198,6 +199,61 @@ async def test_a_failing_notebook_ends_failed_with_its_traceback(api, share):
     assert "about to fail" in text and "Traceback" in text and "ZeroDivisionError: division by zero" in text
     code, events = await call(url + f"api/jobs/{job_id}/events", "alice-token")
     assert events["events"][-1]["reason"] == "Failed"
+
+
+async def test_project_members_read_a_jobs_metrics_and_files_from_the_share(api, share, hub):
+    """bob's lab cannot read alice's home: the service serves her project job's metrics and files to him."""
+    _, url = api
+    hub.add_user("dave", token="dave-token")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import jupyter_kubeai, os, pathlib\n"
+        "for step in range(3):\n    jupyter_kubeai.log_metric(step=step, loss=1.0 / (step + 1))\n"
+        "out = pathlib.Path(os.environ['KUBEAI_JOB_DIR']) / 'outputs'\nout.mkdir()\n"
+        "(out / 'model.txt').write_text('weights')\n")])
+    job_id = snapshot(share, "alice", nb=nb)
+    body = {"job_id": job_id, "name": "m", "framework": "single", "project": "vision"}
+    assert (await post(url + "api/jobs", "alice-token", body))[0] == 201
+    job = await wait_for(url + f"api/jobs/{job_id}", "alice-token", ("Succeeded", "Failed"))
+    assert job["state"] == "Succeeded", job["reason"]
+    folder = share / "users/alice/.kubeai/jobs" / job_id
+    # A link the job left, pointing at someone else's file: never listed, never served.
+    (share / "users/bob").mkdir(parents=True, exist_ok=True)
+    (share / "users/bob/secret.txt").write_text("bob's")
+    (folder / "outputs/leak.txt").symlink_to(share / "users/bob/secret.txt")
+    for token in ("alice-token", "bob-token", "admin-token"):
+        code, metrics = await call(url + f"api/jobs/{job_id}/metrics", token)
+        assert code == 200 and [(m["step"], m["loss"]) for m in metrics["metrics"]] == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
+        code, files = await call(url + f"api/jobs/{job_id}/files", token)
+        names = [f["name"] for f in files["files"]]
+        assert code == 200 and "outputs/model.txt" in names and "metrics.jsonl" in names
+        assert "outputs/leak.txt" not in names
+        response = await AsyncHTTPClient().fetch(url + f"api/jobs/{job_id}/files/outputs/model.txt",
+                                                 headers={"Authorization": f"token {token}"})
+        assert response.body == b"weights" and "attachment" in response.headers["Content-Disposition"]
+    for path in ("outputs/leak.txt", "../../../bob/secret.txt", "outputs/../../state.json", "nothing.txt", ".hidden"):
+        code, answer = await call(url + f"api/jobs/{job_id}/files/{path}", "bob-token")
+        assert code in (400, 404) and "bob's" not in json.dumps(answer), (path, answer)
+    # Not in the project: as if the job did not exist.
+    for route in ("metrics", "files", "files/outputs/model.txt"):
+        code, answer = await call(url + f"api/jobs/{job_id}/{route}", "dave-token")
+        assert code == 404 and job_id in answer["message"]
+
+
+async def test_a_job_folder_reached_through_a_link_is_not_served(api, share):
+    """alice replaces her .kubeai with a link into bob's home: the service does not follow it."""
+    _, url = api
+    job_id = snapshot(share, "alice")
+    assert (await post(url + "api/jobs", "alice-token", {"job_id": job_id, "name": "l", "framework": "single",
+                                                         "project": "vision"}))[0] == 201
+    await wait_for(url + f"api/jobs/{job_id}", "alice-token", ("Succeeded", "Failed"))
+    bobs = share / "users/bob/.kubeai/jobs" / job_id
+    bobs.mkdir(parents=True)
+    (bobs / "metrics.jsonl").write_text('{"step": 0, "time": 0, "values": {"bob": 1}}\n')
+    alice = share / "users/alice"
+    (alice / ".kubeai").rename(alice / ".kubeai-moved")
+    (alice / ".kubeai").symlink_to(share / "users/bob/.kubeai")
+    code, answer = await call(url + f"api/jobs/{job_id}/metrics", "alice-token")
+    assert code == 404 and "not on the share" in answer["message"]
 
 
 def await_identity(name, groups=("vision",), admin=False):

@@ -5,9 +5,13 @@
   ``notebook_path``) into ``.kubeai/jobs/<job-id>/``, then submit it to
   the hub service as the user. A refused submission's folder is removed.
 - ``GET /kubeai/jobs/<job-id>/metrics``: what the job logged with
-  ``jupyter_kubeai.log_metric`` (the job folder is on the user's volume,
-  which the hub service does not mount).
+  ``jupyter_kubeai.log_metric``, read here, in the user's own home.
 - ``GET /kubeai/jobs/<job-id>/files``: the job folder's files, openable in Lab.
+
+A teammate's project job has its folder in the owner's home: its metrics
+and files come from the hub service instead (``api/jobs/<id>/metrics``,
+``files``), which reads them on the share; the panel falls back to those on
+this handler's 404.
 """
 
 from __future__ import annotations
@@ -19,12 +23,10 @@ from jupyter_core.utils import ensure_async
 from tornado import web
 
 from ..errors import InvalidInput, KubeAIError
-from ..jobs.metrics import METRICS_FILE, read_metrics
+from ..jobs.folder import list_files, metric_points
 from ..jobs.snapshot import JOBS_FOLDER
 from ..jobs.submission import finish_submission, job_folder, prepare_submission
 from .handlers import ServiceHandler
-
-MAX_FILES = 1000
 
 
 def _http_error(error: KubeAIError) -> web.HTTPError:
@@ -88,25 +90,13 @@ class SubmitJobHandler(JobFolderHandler):
 class JobMetricsHandler(JobFolderHandler):
     @web.authenticated
     async def get(self, job_id):
-        # Flat points for charting: {"step", "time", "<metric>": value, ...}.
-        records = read_metrics(self.folder(job_id) / METRICS_FILE)
-        self.finish({"metrics": [{**r.get("values", {}), "step": r.get("step"), "time": r.get("time")} for r in records]})
+        self.finish({"metrics": metric_points(self.folder(job_id))})
 
 
 class JobFilesHandler(JobFolderHandler):
     @web.authenticated
     async def get(self, job_id):
         folder = self.folder(job_id)
-        files = []
-        for path in sorted(folder.rglob("*")):
-            if len(files) >= MAX_FILES:
-                break
-            if path.is_file() and not path.name.startswith("."):
-                stat = path.stat()
-                files.append({
-                    "name": str(path.relative_to(folder)),
-                    "path": str(path.relative_to(self.home)),
-                    "size": stat.st_size,
-                    "modified": stat.st_mtime,
-                })
-        self.finish({"folder": str(folder.relative_to(self.home)), "files": files})
+        relative = folder.relative_to(self.home)
+        files = [{**f, "path": str(relative / f["name"])} for f in list_files(folder)]
+        self.finish({"folder": str(relative), "files": files})

@@ -50,7 +50,10 @@ from .job_handlers import (
     JobCancelHandler,
     JobEntryHandler,
     JobEventsHandler,
+    JobFileHandler,
+    JobFilesHandler,
     JobLogHandler,
+    JobMetricsHandler,
     JobReplicasHandler,
     JobResubmitHandler,
     JobsHandler,
@@ -398,7 +401,7 @@ class KubeAIService(Application):
         return JobManager(
             JobStore(self.engine), self.backend, self.catalog_store,
             project_gpu_quota=self.project_gpu_quota, personal_gpu_quota=self.personal_gpu_quota,
-            metrics=self.metrics,
+            metrics=self.metrics, share=LocalShare(self.share_root),
         )
 
     @cached_property
@@ -458,6 +461,9 @@ class KubeAIService(Application):
             ("api/jobs/{job_id}/events", JobEventsHandler),
             ("api/jobs/{job_id}/logs", JobReplicasHandler),
             ("api/jobs/{job_id}/logs/{replica}", JobLogHandler),
+            ("api/jobs/{job_id}/metrics", JobMetricsHandler),
+            ("api/jobs/{job_id}/files", JobFilesHandler),
+            ("api/jobs/{job_id}/files/{path}", JobFileHandler),
             ("api/models", ModelsHandler),
             ("api/models/{model_id}", ModelEntryHandler),
             ("api/models/{model_id}/versions/{version}", ModelVersionHandler),

@@ -6,9 +6,13 @@ Thin: every decision (who may, what is valid) is in
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tornado.iostream import StreamClosedError
 
 from ..errors import InvalidInput, NotFound
+from ..jobs.folder import list_files, metric_points, open_file
+from ..jobs.snapshot import JOBS_FOLDER
 from ..jobs.status import STATES
 from ..jobs.submission import parse_submission
 from .handlers import BaseHandler
@@ -112,4 +116,37 @@ class JobLogHandler(JobHandler):
                 await self.flush()
         except StreamClosedError:
             return  # the reader went away
+        self.finish()
+
+
+class JobMetricsHandler(JobHandler):
+    """``GET api/jobs/{job_id}/metrics``: what the job logged with ``log_metric``, from its folder on the share."""
+
+    async def get(self, job_id):
+        folder = self.jobs.folder(self.identity, job_id)
+        self.write_json({"metrics": metric_points(folder)})
+
+
+class JobFilesHandler(JobHandler):
+    """``GET api/jobs/{job_id}/files``: the job folder's files (for members of the job's project)."""
+
+    async def get(self, job_id):
+        folder = self.jobs.folder(self.identity, job_id)
+        self.write_json({"folder": f"{JOBS_FOLDER}/{job_id}", "files": list_files(folder)})
+
+
+class JobFileHandler(JobHandler):
+    """``GET api/jobs/{job_id}/files/{path}``: one file of the job folder, as a download."""
+
+    CHUNK = 256 * 1024
+
+    async def get(self, job_id, path):
+        folder = self.jobs.folder(self.identity, job_id)
+        with open_file(folder, path) as f:
+            self.set_header("Content-Type", "application/octet-stream")
+            self.set_header("Content-Disposition", f'attachment; filename="{Path(path).name}"')
+            self.set_header("X-Content-Type-Options", "nosniff")
+            while chunk := f.read(self.CHUNK):
+                self.write(chunk)
+                await self.flush()
         self.finish()

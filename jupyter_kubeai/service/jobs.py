@@ -18,14 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 from ..backends.base import JobBackend
 from ..catalog.access import user_view
 from ..errors import Forbidden, InvalidInput, NotFound
+from ..jobs.folder import inside
 from ..jobs.snapshot import JOBS_FOLDER
 from ..jobs.spec import JobSpec
 from ..jobs.status import JobStatus
-from ..jobs.submission import Submission, build_spec, new_job_id
+from ..jobs.submission import Submission, build_spec, job_folder, new_job_id
+from ..local.share import LocalShare
 from ..store.catalog import CatalogStore
 from ..store.jobs import JobRecord, JobStore
 from .identity import Identity
@@ -51,10 +54,11 @@ def job_json(record: JobRecord) -> dict:
 class JobManager:
     def __init__(self, store: JobStore, backend: JobBackend, catalog: CatalogStore, *,
                  project_gpu_quota: dict[str, int] | None = None, personal_gpu_quota: int = -1,
-                 metrics: ServiceMetrics | None = None):
+                 metrics: ServiceMetrics | None = None, share: LocalShare | None = None):
         self.store = store
         self.backend = backend
         self.catalog = catalog
+        self.share = share
         self.project_gpu_quota = dict(project_gpu_quota or {})
         self.personal_gpu_quota = personal_gpu_quota
         self.metrics = metrics or ServiceMetrics()
@@ -73,6 +77,20 @@ class JobManager:
         if record is None or not self.visible(who, record):
             raise NotFound(f"There is no job {job_id!r} that you can see.")
         return record
+
+    def folder(self, who: Identity, job_id: str) -> Path:
+        """The job's folder as this service sees it: in the owner's home on the share.
+
+        For the panel of a project member, whose lab cannot read the owner's home.
+        404 where the homes are not on the share (per-user PVCs) or the folder is gone.
+        """
+        record = self.get(who, job_id)
+        home = self.share.user_dir(record.owner) if self.share is not None else None
+        folder = job_folder(home, record.job_id) if home is not None else None
+        if folder is None or not folder.is_dir() or not inside(folder, home):
+            raise NotFound(f"The folder of job {job_id!r} is not on the share this service reads "
+                           f"(it is in {record.owner}'s home, {JOBS_FOLDER}/{job_id}).")
+        return folder
 
     def owned(self, who: Identity, job_id: str, action: str) -> JobRecord:
         record = self.get(who, job_id)
@@ -174,13 +192,24 @@ class JobManager:
                 log.info("Job %s: %s -> %s %s", record.job_id, record.state, new.state, new.reason[:200])
         return changed
 
+    async def collect_garbage(self) -> list[str]:
+        """Let the backend clean up long-finished jobs, never one whose record is still active.
+
+        Run right after :meth:`reconcile`, so every end the backend has seen is stored
+        before what witnessed it can be deleted.
+        """
+        return await self.backend.collect_garbage({record.job_id for record in self.store.active()})
+
     async def reconcile_forever(self, interval: float) -> None:
+        """Reconcile as soon as the backend sees a change (at most ``interval`` s apart), then sweep."""
         while True:
-            await asyncio.sleep(interval)
+            await self.backend.wait_for_change(interval)
             try:
                 await self.reconcile()
+                await self.collect_garbage()
             except Exception:
                 log.exception("Reconciling jobs failed; trying again in %.0f s", interval)
+                await asyncio.sleep(interval)  # not at once, should the backend keep reporting changes
 
     # --- stopping --------------------------------------------------------------------------
 
