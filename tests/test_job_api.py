@@ -367,6 +367,26 @@ async def test_catalog_entries_of_other_projects_are_refused(fake_api, hub, chan
     assert code == 201, answer
 
 
+async def test_an_admin_lists_every_job_and_anyone_filters_by_owner(fake_api, hub):
+    _, url = fake_api
+    hub.add_user("dave", groups=["nlp"], token="dave-token")
+    for token, body in (("alice-token", {"job_id": "a1", "project": "vision"}), ("dave-token", {"job_id": "d1"}),
+                        ("dave-token", {"job_id": "d2", "project": "nlp"})):
+        assert (await post(url + "api/jobs", token, {"name": "j", "framework": "single", **body}))[0] == 201
+    _, everything = await call(url + "api/jobs", "admin-token")
+    assert sorted(j["job_id"] for j in everything["jobs"]) == ["a1", "d1", "d2"]
+    _, nlp = await call(url + "api/jobs?project=nlp", "admin-token")
+    assert [j["job_id"] for j in nlp["jobs"]] == ["d2"]
+    _, daves = await call(url + "api/jobs?owner=dave", "admin-token")
+    assert sorted(j["job_id"] for j in daves["jobs"]) == ["d1", "d2"]
+    # owner= only narrows what the caller may see anyway.
+    _, bobs_view = await call(url + "api/jobs?owner=dave", "bob-token")
+    assert [j["job_id"] for j in bobs_view["jobs"]] == ["d2"]  # bob is in nlp; d1 is dave's own
+    _, alices = await call(url + "api/jobs?owner=dave", "alice-token")
+    assert alices == {"jobs": []}
+    assert (await call(url + "api/jobs?project=nlp", "alice-token"))[0] == 404
+
+
 async def test_project_gpu_quota(fake_api):
     app, url = fake_api
     gpu = {"name": "g", "framework": "pytorch", "profile": "gpu", "project": "vision"}

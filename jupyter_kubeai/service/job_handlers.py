@@ -40,17 +40,19 @@ class JobHandler(BaseHandler):
 
 
 class JobsHandler(JobHandler):
-    """``GET api/jobs`` (the caller's and their projects') and ``POST api/jobs`` (submit)."""
+    """``GET api/jobs`` (the caller's and their projects'; a hub admin's: everyone's) and ``POST api/jobs`` (submit)."""
 
     async def get(self):
+        who = self.identity
         state = self.get_argument("state", None) or None
         if state is not None and state not in STATES:
             raise InvalidInput(f"state must be one of {', '.join(STATES)}, not {state!r}.")
         project = self.get_argument("project", None) or None
-        if project is not None and project not in self.identity.groups:
+        if project is not None and project not in who.groups and not who.admin:
             raise NotFound(f"You are not in project {project!r}, so you cannot list its jobs.")
+        owner = self.get_argument("owner", None) or None
         records = self.jobs.store.visible(
-            self.identity.name, self.identity.groups, project=project, state=state,
+            None if who.admin else who.name, who.groups, project=project, state=state, owner=owner,
             limit=self.int_argument("limit", 100, 1, MAX_LIMIT), offset=self.int_argument("offset", 0, 0, 10**9),
         )
         self.write_json({"jobs": [job_json(r) for r in records]})

@@ -65,10 +65,15 @@ class JobStore:
                 raise NotFound(f"There is no job {job_id!r}.")
             return _record(row)
 
-    def visible(self, user: str, groups: tuple[str, ...], *, project: str | None = None,
-                state: str | None = None, limit: int = 100, offset: int = 0) -> list[JobRecord]:
-        """Jobs ``user`` may see (their own, and their projects'), newest first."""
-        query = select(JobRow).where(or_(JobRow.owner == user, JobRow.project.in_(groups or ("",))))
+    def visible(self, user: str | None, groups: tuple[str, ...], *, project: str | None = None,
+                state: str | None = None, owner: str | None = None, limit: int = 100,
+                offset: int = 0) -> list[JobRecord]:
+        """Jobs ``user`` may see (their own, and their projects'; every job for ``user=None``, an admin), newest first."""
+        query = select(JobRow)
+        if user is not None:
+            query = query.where(or_(JobRow.owner == user, JobRow.project.in_(groups or ("",))))
+        if owner is not None:
+            query = query.where(JobRow.owner == owner)
         if project is not None:
             query = query.where(JobRow.project == project)
         if state is not None:
