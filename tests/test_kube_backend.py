@@ -1,14 +1,22 @@
 """KubernetesBackend against the HTTP-level fake API (tests/kubefake.py); the tests play the operators."""
 
 import asyncio
+import dataclasses
+import os
+import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from test_training_objects import job
 
 from jupyter_kubeai.backends.kubernetes import KubernetesBackend
 from jupyter_kubeai.errors import InvalidInput, NotFound
-from jupyter_kubeai.store.jobs import JobRecord
+from jupyter_kubeai.service.jobs import JobManager
+from jupyter_kubeai.store.jobs import JobRecord, JobStore
+from jupyter_kubeai.store.schema import open_engine, upgrade
 
 from k8s_schema import validate_core, validate_custom
 
@@ -47,8 +55,37 @@ async def make_backend(kube):
 
 def record(spec, ref, state="Pending"):
     return JobRecord(job_id=spec.job_id, owner=spec.owner, project=spec.project, framework=spec.framework,
-                     backend="kubernetes", state=state, reason="", job_dir=spec.job_dir, spec={"backend": ref},
-                     gpus=spec.total_gpus, created=time.time())
+                     backend="kubernetes", state=state, reason="", job_dir=spec.job_dir,
+                     spec={"backend": ref, "workers": spec.workers}, gpus=spec.total_gpus, created=time.time())
+
+
+def run_replica(pod, home: Path, home_mount="/home/jovyan"):
+    """What a kubelet does with the pod's container, for real, on this machine: its environment (the
+    Downward API's labels included), its command; the owner's home mount is the folder ``home``."""
+    container = pod["spec"]["containers"][0]
+
+    def here(value):
+        return str(home) + value[len(home_mount):] if value.startswith(home_mount) else value
+
+    env = {"PATH": os.environ["PATH"], "HOSTNAME": pod["metadata"]["name"]}
+    for var in container["env"]:
+        if "value" in var:
+            env[var["name"]] = here(var["value"])
+        else:
+            label = re.fullmatch(r"metadata\.labels\['(.+)'\]", var["valueFrom"]["fieldRef"]["fieldPath"]).group(1)
+            env[var["name"]] = pod["metadata"]["labels"].get(label, "")
+    command = [sys.executable if part in ("torchrun", "python") else here(part) for part in container["command"]]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+
+def job_store(tmp_path):
+    engine = open_engine(f"sqlite:///{tmp_path / 'kubeai.sqlite'}")
+    upgrade(engine)
+    return JobStore(engine)
+
+
+def ago(seconds):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - seconds))
 
 
 def play_operator(kube, obj):
@@ -82,7 +119,8 @@ async def test_submit_watch_transitions_replicas_and_logs(kube, make_backend):
     backend = await make_backend()
     spec = job("pytorch", workers=2, job_dir=backend.job_dir("alice", "train-mnist-1a2b"))
     ref = await backend.submit(spec)
-    assert ref == {"kind": "PyTorchJob", "api_version": "kubeflow.org/v1", "namespace": NS, "name": spec.job_id}
+    assert ref == {"kind": "PyTorchJob", "api_version": "kubeflow.org/v1", "namespace": NS, "name": spec.job_id,
+                   "logs": "/home/jovyan/.kubeai/jobs/train-mnist-1a2b/logs"}  # the record's pointer to the logs
     obj = kube.get(PYTORCHJOBS, NS, spec.job_id)
     validate_custom({k: v for k, v in obj.items() if k != "status"} | {"metadata": {"name": spec.job_id}})
     assert spec.job_dir == "/home/jovyan/.kubeai/jobs/train-mnist-1a2b"
@@ -212,6 +250,7 @@ async def test_finished_objects_past_the_ttl_are_deleted_and_the_status_stays(ku
         "spec": {"containers": [{"name": "pytorch", "image": "x"}]}}, NS)
     await until(backend, recs[0], "Succeeded")
     await until(backend, recs[1], "Succeeded")
+    assert await backend.collect_garbage(active={"old-job"}) == []  # its record does not have the end yet
     assert await backend.collect_garbage() == ["old-job"]
     assert kube.get(PYTORCHJOBS, NS, "old-job") is None and kube.get("pods", NS, "old-job-master-0") is None
     assert kube.get(PYTORCHJOBS, NS, "new-job") is not None
@@ -292,3 +331,127 @@ async def test_every_framework_is_created_as_its_kind(kube, make_backend, framew
     (validate_core if framework == "single" else validate_custom)(body)
     assert ref["kind"] == obj["kind"]
     assert "pool" in str(obj["spec"]) and "volcano" in str(obj["spec"])
+
+
+async def test_logs_outlive_the_pods_in_the_job_folder(kube, make_backend, tmp_path):
+    """Each replica tees its output into <job_dir>/logs; once the TTL sweep deleted the pods, the
+    service reads the replicas and their logs from the share (the containers run here, for real)."""
+    share = tmp_path / "share"
+    home = share / "users/alice"
+    backend = await make_backend(share_root=str(share), ttl_seconds_after_finished=3600)
+    spec = job("pytorch", workers=2, job_id="logs-stay", job_dir=backend.job_dir("alice", "logs-stay"))
+    (home / ".kubeai/jobs/logs-stay").mkdir(parents=True)
+    (home / ".kubeai/jobs/logs-stay/main.py").write_text(
+        "import os, sys\nprint('epoch 1', os.environ['KUBEAI_REPLICA_ROLE'], 'loss 0.5')\n"
+        "print('a warning', file=sys.stderr)\n")
+    rec = record(spec, await backend.submit(spec))
+    assert rec.spec["backend"]["logs"] == "/home/jovyan/.kubeai/jobs/logs-stay/logs"
+    play_operator(kube, kube.get(PYTORCHJOBS, NS, spec.job_id))
+    await until(backend, rec, "Running")
+    for pod in kube.list("pods", NS, labels="kubeai.jupyter.org/job=logs-stay"):
+        ran = run_replica(pod, home)
+        assert ran.returncode == 0, ran.stderr
+        kube.write_log(NS, pod["metadata"]["name"], ran.stdout)  # the container's log: the same lines
+        kube.kubelet.terminate(NS, pod["metadata"]["name"], exit_code=ran.returncode)
+    logs = home / ".kubeai/jobs/logs-stay/logs"
+    assert sorted(p.name for p in logs.iterdir()) == ["master-0.exit", "master-0.log", "worker-0.exit", "worker-0.log"]
+    assert "epoch 1 master loss 0.5" in await backend.logs(rec, "master-0")  # from the pod, while it is there
+    set_conditions(kube, spec.job_id, "Succeeded", completionTime="2020-01-01T00:00:00Z")
+    await until(backend, rec, "Succeeded")
+    done = dataclasses.replace(rec, state="Succeeded")  # as the service stored it
+
+    assert await backend.collect_garbage() == ["logs-stay"]
+    assert kube.list("pods", NS, labels="kubeai.jupyter.org/job=logs-stay") == []
+    await kube.wait_for(lambda: not backend.reflectors["pods"].indexed("logs-stay"))
+    before = kube.tally()
+    assert await backend.replicas(done) == ["master-0", "worker-0"]
+    text = await backend.logs(done, "worker-0")
+    assert set(text.splitlines()) == {"epoch 1 worker loss 0.5", "a warning"}
+    assert [chunk async for chunk in backend.follow_logs(done, "master-0")] == [(logs / "master-0.log").read_text()]
+    assert kube.tally() == before  # read from the share, not from the API
+    with pytest.raises(NotFound, match="no worker-7.log in /home/jovyan/.kubeai/jobs/logs-stay/logs"):
+        await backend.logs(done, "worker-7")
+    # Without a view of the share, a job whose pods are gone has no replicas, and says where the logs are.
+    blind = await make_backend(share_root="")
+    assert await blind.replicas(done) == []
+    with pytest.raises(NotFound, match="no master-0.log in /home/jovyan/.kubeai/jobs/logs-stay/logs"):
+        await blind.logs(done, "master-0")
+
+
+async def test_an_end_is_stored_before_the_sweep_may_delete_its_object(kube, make_backend, tmp_path):
+    store = job_store(tmp_path)
+    backend = await make_backend(ttl_seconds_after_finished=3600)
+    manager = JobManager(store, backend, catalog=None)
+    spec = job("pytorch", job_id="ends-while-stored")
+    store.add(record(spec, await backend.submit(spec), state="Running"))
+    set_conditions(kube, spec.job_id, "Succeeded", completionTime="2020-01-01T00:00:00Z")
+    await until(backend, store.get(spec.job_id), "Succeeded")  # the watch saw it; the record has not yet
+    assert await manager.collect_garbage() == []
+    assert kube.get(PYTORCHJOBS, NS, spec.job_id) is not None
+    await manager.reconcile()
+    assert store.get(spec.job_id).state == "Succeeded"
+    assert await manager.collect_garbage() == [spec.job_id]
+    assert kube.get(PYTORCHJOBS, NS, spec.job_id) is None
+
+
+async def test_a_restarted_service_reattaches_and_is_honest_about_jobs_that_went_meanwhile(kube, make_backend, tmp_path):
+    """A fresh backend and the same store: a running job stays Running, then its end is stored as the
+    watch sees it; jobs whose objects were deleted while the service was down end as their folders say."""
+    share = tmp_path / "share"
+    store = job_store(tmp_path)
+    first = await make_backend(share_root=str(share))
+    names = ("still-running", "done-away", "failed-away", "lost-away")
+    specs = {name: job("pytorch", workers=2, job_id=name, job_dir=first.job_dir("alice", name)) for name in names}
+    for spec in specs.values():
+        store.add(record(spec, await first.submit(spec)))
+        play_operator(kube, kube.get(PYTORCHJOBS, NS, spec.job_id))
+        set_conditions(kube, spec.job_id, "Created", "Running", startTime=ago(60))
+    manager = JobManager(store, first, catalog=None)
+    deadline = time.monotonic() + 5
+    while {store.get(n).state for n in names} != {"Running"}:
+        assert time.monotonic() < deadline, [store.get(n) for n in names]
+        await manager.reconcile()
+        await asyncio.sleep(0.02)
+    await first.stop()
+
+    # While the service is down: three jobs end and their objects are deleted (the operator's TTL).
+    def left(name, **exits):
+        logs = share / "users/alice/.kubeai/jobs" / name / "logs"
+        logs.mkdir(parents=True)
+        for replica, code in exits.items():
+            (logs / f"{replica}.exit").write_text(f"{code}\n")
+            (logs / f"{replica}.log").write_text("Traceback (most recent call last):\nValueError: nan loss\n"
+                                                 if code else "done\n")
+
+    left("done-away", **{"master-0": 0, "worker-0": 0})
+    left("failed-away", **{"master-0": 0, "worker-0": 1})
+    for name in ("done-away", "failed-away", "lost-away"):
+        kube.delete(PYTORCHJOBS, NS, name)
+        for pod in kube.list("pods", NS, labels=f"kubeai.jupyter.org/job={name}"):
+            kube.delete("pods", NS, pod["metadata"]["name"])
+
+    again = await make_backend(share_root=str(share))
+    manager = JobManager(store, again, catalog=None)
+    changed = {r.job_id for r in await manager.reconcile()}
+    assert changed == {"done-away", "failed-away", "lost-away"}
+    assert store.get("still-running").state == "Running"
+    done = store.get("done-away")
+    assert done.state == "Succeeded" and "ended while the kubeai service was down" in done.reason
+    failed = store.get("failed-away")
+    assert failed.state == "Failed" and failed.reason.startswith("worker-0 exited with code 1 while the kubeai service was down")
+    assert "ValueError: nan loss" in failed.reason  # the last lines of its log in the folder
+    lost = store.get("lost-away")
+    assert lost.state == "Failed"
+    assert "objects were deleted while the kubeai service was down" in lost.reason
+    assert "its logs are in /home/jovyan/.kubeai/jobs/lost-away/logs" in lost.reason
+    assert await again.logs(failed, "worker-0") == "Traceback (most recent call last):\nValueError: nan loss\n"
+
+    # The re-attached job's end is stored as soon as the watch sees it (not at the next 30 s round).
+    loop = asyncio.create_task(manager.reconcile_forever(30))
+    try:
+        await asyncio.sleep(0.2)
+        set_conditions(kube, "still-running", "Created", "Running", "Succeeded", startTime=ago(60), completionTime=ago(1))
+        await kube.wait_for(lambda: store.get("still-running").state == "Succeeded", timeout=5)
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)

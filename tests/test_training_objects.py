@@ -1,6 +1,10 @@
 """Job specs and the training objects built from them, validated against the real CRDs."""
 
+import os
 import re
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -117,8 +121,17 @@ def test_pytorchjob_in_full():
         "requests": {"cpu": "4", "memory": "16Gi"},
         "limits": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "2"},
     }
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["KUBEAI_JOB_ID"] == "train-mnist-1a2b" and env["KUBEAI_PROJECT"] == "vision"
+    assert container["env"] == [
+        {"name": "KUBEAI_JOB_ID", "value": "train-mnist-1a2b"},
+        {"name": "KUBEAI_JOB_DIR", "value": "/home/jovyan/.kubeai/jobs/train-mnist-1a2b"},
+        {"name": "KUBEAI_OWNER", "value": "alice"},
+        {"name": "KUBEAI_PROJECT", "value": "vision"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        # How the replica names its log file: the role, and the index the operator labels the pod with.
+        {"name": "KUBEAI_REPLICA_ROLE", "value": "master"},
+        {"name": "KUBEAI_REPLICA_INDEX",
+         "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['training.kubeflow.org/replica-index']"}}},
+    ]
     validate_custom(obj)
 
 
@@ -179,6 +192,69 @@ def test_a_resubmitted_job_creates_its_new_folder_and_runs_the_old_snapshot(tmp_
     command = [sys.executable if part == "python" else part for part in command]
     subprocess.run(command, check=True, env={"KUBEAI_JOB_DIR": str(new_dir), "PATH": "/usr/bin:/bin"})
     assert (new_dir / "out.txt").read_text() == str(new_dir)
+    assert (new_dir / "logs/main.exit").read_text() == "0\n"  # the replica's log and exit status, kept
+
+
+@pytest.mark.parametrize("framework", ["pytorch", "tensorflow", "mpi", "single"])
+def test_every_replica_keeps_its_log_in_the_job_folder(framework):
+    """Every role runs through the wrapper, and knows how the backend names it (role, index label)."""
+    obj = make_training_job(job(framework, "gpu", 1 if framework == "single" else 3), Placement())
+    for role, pod in _pod_specs(obj).items():
+        container = pod["containers"][0]
+        assert container["command"][:2] == ["/bin/sh", "-c"] and container["command"][3] == "kubeai-job"
+        assert "logs/$replica" in container["command"][2]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["KUBEAI_REPLICA_ROLE"]["value"] == {"Master": "master", "Job": "main"}.get(role, role.lower())
+        single = role in ("Launcher", "Job")
+        assert ("KUBEAI_REPLICA_INDEX" in env) is not single
+        if not single:
+            assert env["KUBEAI_REPLICA_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == \
+                "metadata.labels['training.kubeflow.org/replica-index']"
+    if framework == "mpi":  # the workers' sshd: logged where it can be, run anyway where not
+        worker = obj["spec"]["mpiReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["command"]
+        assert worker == in_job_dir(["/usr/sbin/sshd", "-De"], needs_folder=False)
+
+
+SHELLS = list(dict.fromkeys(os.path.realpath(sh) for sh in ("/bin/sh", "/bin/dash", "/bin/bash", "/bin/busybox") if os.path.exists(sh)))
+
+
+def _run(shell, job_dir, code, **env):
+    command = in_job_dir([sys.executable, "-c", code])
+    command = (["/bin/busybox", "sh"] if shell.endswith("busybox") else [shell]) + command[1:]
+    return subprocess.Popen(command, env={"KUBEAI_JOB_DIR": str(job_dir), "PATH": "/usr/bin:/bin", **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_wrapper_keeps_the_output_and_the_exit_status(tmp_path, shell):
+    """POSIX sh (dash has no pipefail): the code's status is the container's, both streams are kept."""
+    code = "import sys; print('epoch 1', flush=True); print('Traceback: boom', file=sys.stderr); sys.exit(3)"
+    run = _run(shell, tmp_path / "job", code, KUBEAI_REPLICA_ROLE="worker", KUBEAI_REPLICA_INDEX="2")
+    out, err = run.communicate(timeout=30)
+    assert run.returncode == 3
+    assert set(out.splitlines()) == {"epoch 1", "Traceback: boom"} and err == ""  # still the pod's log
+    logs = tmp_path / "job/logs"
+    assert set((logs / "worker-2.log").read_text().splitlines()) == {"epoch 1", "Traceback: boom"}
+    assert (logs / "worker-2.exit").read_text() == "3\n"
+    # A single role is named without an index.
+    run = _run(shell, tmp_path / "job", "print('done')", KUBEAI_REPLICA_ROLE="launcher")
+    assert run.communicate(timeout=30)[0] == "done\n" and run.returncode == 0
+    assert (logs / "launcher.log").read_text() == "done\n" and (logs / "launcher.exit").read_text() == "0\n"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_wrapper_passes_sigterm_to_the_code(tmp_path, shell):
+    """Deleting a pod sends SIGTERM to PID 1, the wrapper: the code gets it and ends as it chooses."""
+    code = ("import os, signal, time\n"  # os.write: the signal may come while print('ready') returns
+            "signal.signal(signal.SIGTERM, lambda *a: (os.write(1, b'stopping\\n'), os._exit(143)))\n"
+            "print('ready', flush=True)\ntime.sleep(60)\n")
+    run = _run(shell, tmp_path / "job", code)
+    assert run.stdout.readline() == "ready\n"
+    run.send_signal(signal.SIGTERM)
+    out, _ = run.communicate(timeout=30)
+    assert (run.returncode, out) == (143, "stopping\n")
+    assert (tmp_path / "job/logs/main.log").read_text() == "ready\nstopping\n"
+    assert (tmp_path / "job/logs/main.exit").read_text() == "143\n"
 
 
 @pytest.mark.parametrize("framework", ["pytorch", "tensorflow", "mpi", "single"])

@@ -6,7 +6,7 @@ import pytest
 from test_training_objects import GANGS, GPU_TAINT, job
 
 from jupyter_kubeai.kube.objects import GPUScheduling, StorageConfig
-from jupyter_kubeai.kube.training import GangScheduling, Placement, ResourcePools
+from jupyter_kubeai.kube.training import GangScheduling, Placement, ResourcePools, in_job_dir
 from jupyter_kubeai.kube.trainjob import NODE, make_training_runtime, make_trainjob, runtime_name
 
 from k8s_schema import validate_core, validate_custom
@@ -86,6 +86,14 @@ def test_trainjob_and_runtime_validate_and_merge_into_the_notebook_mounts(size, 
     assert (trainjob["metadata"]["labels"].get("kueue.x-k8s.io/queue-name") == "vision-queue") is kueue
     assert trainjob["spec"].get("suspend", False) is kueue
     assert runtime["spec"]["template"]["spec"]["ttlSecondsAfterFinished"] == where.ttl_seconds_after_finished
+    # Each node keeps its log in the job folder, named node-<its Indexed Job's completion index>.
+    trainer = trainjob["spec"]["trainer"]
+    assert trainer["command"] == in_job_dir(["torchrun", spec.script])
+    assert trainer["env"][-2:] == [
+        {"name": "KUBEAI_REPLICA_ROLE", "value": "node"},
+        {"name": "KUBEAI_REPLICA_INDEX",
+         "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-completion-index']"}}},
+    ]
 
 
 def test_personal_runtime_carries_only_the_global_folder():

@@ -4,14 +4,16 @@ A backend starts, observes and stops jobs; it keeps no records of its own
 (the :class:`~jupyter_kubeai.store.jobs.JobStore` does). The service picks
 one by a ``Type`` trait (``KubeAIService.backend_class``); its
 ``JobManager`` brings the records in line with what the backend sees, at
-start (re-attach) and every few seconds.
+start (re-attach), whenever the backend sees a change
+(:meth:`JobBackend.wait_for_change`) and every few seconds; after each round
+the backend may clean up long-finished jobs (:meth:`JobBackend.collect_garbage`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from abc import ABCMeta, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 
 from traitlets.config import LoggingConfigurable
 from traitlets.traitlets import MetaHasTraits
@@ -70,6 +72,25 @@ class JobBackend(LoggingConfigurable, metaclass=_BackendMeta):
 
     async def cleanup(self, record: JobRecord) -> None:
         """Remove what is left of a finished job (its record is being deleted). Files stay."""
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return when a job may have changed state (the backend saw it), or after ``timeout`` seconds.
+
+        The service's reconcile loop waits on this between rounds, so a job's end is
+        stored in its record as soon as the backend sees it. This default just sleeps.
+        """
+        await asyncio.sleep(timeout)
+
+    async def collect_garbage(self, active: Collection[str]) -> list[str]:
+        """Delete what is left of jobs that ended longer ago than the backend keeps them
+        (never their folders); return their ids. Called after every reconcile round; a
+        backend sweeps as often as it likes. This default has nothing to clean.
+
+        ``active``: ids of jobs whose records are still Pending or Running. Nothing of theirs
+        may be deleted: until the record holds how the job ended, what is left in the
+        backend is the only witness of it.
+        """
+        return []
 
     async def follow_logs(self, record: JobRecord, replica: str, poll: float = 0.5) -> AsyncIterator[str]:
         """One replica's log, then what it adds, until the job has ended.

@@ -17,16 +17,30 @@
   replicas and events are answered from memory with no API request.
 - **Cleaning.** Finished objects carry ``ttlSecondsAfterFinished`` and the
   backend also deletes finished objects older than the TTL itself (TrainJob
-  and batch operators do not all honour it); the service keeps the record,
-  and the job folder keeps the outputs.
+  and batch operators do not all honour it), once the service has stored how
+  they ended (:meth:`KubernetesBackend.collect_garbage`); the service keeps the
+  record, and the job folder keeps the outputs and every replica's log.
+- **Logs after the pods.** Each replica tees its output into the job folder
+  (``logs/<replica>.log``, and its exit status in ``logs/<replica>.exit``: see
+  :func:`~jupyter_kubeai.kube.training.in_job_dir`). The service sees the
+  share at ``share_root``; once a job's pods are gone, its replicas and logs
+  are read from there.
+- **Restarts.** The watch cache remembers deleted objects only while the
+  service runs. A record still active whose object was deleted while the
+  service was down ends as its replicas' exit statuses in the folder say
+  (:func:`~jupyter_kubeai.kube.jobstate.ended_while_away`): Succeeded only if
+  every replica left 0, else Failed with the reason and where the logs are.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import os
+import posixpath
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
+from pathlib import Path
 
 from traitlets import CaselessStrEnum, Dict, Float, Int, Unicode, default, validate
 
@@ -35,11 +49,19 @@ from ..jobs.snapshot import JOBS_FOLDER
 from ..jobs.spec import JobSpec
 from ..jobs.status import JobEvent, JobStatus
 from ..kube.client import EVENT, POD, ApiError, KubeClient, path_for
-from ..kube.jobstate import failed_replica, job_events, job_status, replica_name, timestamp
+from ..kube.jobstate import (
+    ended_while_away,
+    failed_replica,
+    job_events,
+    job_status,
+    replica_name,
+    timestamp,
+)
 from ..kube.settings import KubeSettings
 from ..kube.training import (
     BATCHJOB,
     LABEL_JOB,
+    LOG_DIR,
     MANAGED_BY,
     MPIJOB,
     PYTORCHJOB,
@@ -55,6 +77,7 @@ from ..kube.training import (
 )
 from ..kube.trainjob import TRAININGRUNTIME, TRAINJOB, make_training_runtime, make_trainjob
 from ..kube.watch import Reflector
+from ..local.share import LocalShare
 from ..naming import slug
 from ..store.jobs import JobRecord
 from .base import JobBackend
@@ -137,12 +160,32 @@ class KubernetesBackend(KubeSettings, JobBackend):
     ttl_seconds_after_finished = Int(
         7 * 24 * 3600,
         config=True,
-        help="""Seconds a finished job's object and pods stay (for logs and events) before they
-        are deleted: set as ``ttlSecondsAfterFinished`` on the objects, and enforced by the
-        backend every ``cleanup_interval`` seconds. The job's record and its folder (outputs,
-        snapshot) stay.""",
+        help="""Seconds a finished job's object and pods stay (for events and the pods' logs) before
+        they are deleted: set as ``ttlSecondsAfterFinished`` on the objects, and enforced by the
+        backend every ``cleanup_interval`` seconds, never before the job's record holds how it
+        ended. The record and the job folder (outputs, snapshot, each replica's
+        ``logs/<replica>.log``, read through ``share_root``) stay.""",
     )
-    cleanup_interval = Float(300, config=True, help="""Seconds between two sweeps for finished objects older than the TTL.""")
+    cleanup_interval = Float(
+        300,
+        config=True,
+        help="""Seconds between two sweeps for finished objects older than the TTL. The service sweeps
+        right after a reconcile round (``KubeAIService.reconcile_interval``), so every end seen is
+        stored first; ``0``: at every round; negative: never (only the operators' own TTL).""",
+    )
+    share_root = Unicode(
+        config=True,
+        help="""Where this service sees the share (its ``users/<user>`` folders), to read a job's
+        ``logs/<replica>.log`` from its folder once its pods are gone, and the exit statuses of
+        a job that ended while the service was down. Default: the service's own
+        ``KubeAIService.share_root`` (the share's PVC mounted in the service's pod, as the model
+        registry uses it). ``""``, ``share_type = "none"`` or ``user_pvc`` (homes not on the
+        share): logs only while the pods exist.""",
+    )
+
+    @default("share_root")
+    def _default_share_root(self):
+        return getattr(self.parent, "share_root", "") or ""
 
     pool_label = Unicode(
         "",
@@ -175,7 +218,8 @@ class KubernetesBackend(KubeSettings, JobBackend):
         self.reflectors: dict[str, Reflector] = {}  # kind name, "pods", "events"
         self._started = False
         self._start_lock = asyncio.Lock()
-        self._cleaner: asyncio.Task | None = None
+        self._last_sweep = float("-inf")
+        self._submitting: set[str] = set()  # job ids whose objects are being created
         self._cancelled: set[str] = set()
         self._failure_tails: dict[str, str] = {}
 
@@ -195,15 +239,9 @@ class KubernetesBackend(KubeSettings, JobBackend):
                 kind = self.kind_for(framework)
                 if kind is not None:
                     await self._reflector(kind, KINDS[kind][0], label_selector=MANAGED_SELECTOR)
-            if self.cleanup_interval > 0:
-                self._cleaner = asyncio.create_task(self._clean_forever())
             self._started = True
 
     async def stop(self) -> None:
-        if self._cleaner is not None:
-            self._cleaner.cancel()
-            await asyncio.gather(self._cleaner, return_exceptions=True)
-            self._cleaner = None
         for reflector in self.reflectors.values():
             await reflector.stop()
         self.reflectors.clear()
@@ -260,6 +298,14 @@ class KubernetesBackend(KubeSettings, JobBackend):
         )
 
     async def submit(self, spec: JobSpec) -> dict:
+        # Its record exists already (Pending): a reconcile round meanwhile must not find it "deleted".
+        self._submitting.add(spec.job_id)
+        try:
+            return await self._submit(spec)
+        finally:
+            self._submitting.discard(spec.job_id)
+
+    async def _submit(self, spec: JobSpec) -> dict:
         await self.start()
         name = self.kind_for(spec.framework)
         if name is None:
@@ -287,7 +333,9 @@ class KubernetesBackend(KubeSettings, JobBackend):
                 raise InvalidInput(f"The cluster refused the {name}: {e.message}") from None
             raise Unavailable(f"The cluster did not accept the job ({e.status} {e.reason}): {e.message}") from None
         reflector.upsert(created)
-        return {"kind": name, "api_version": kind.api_version, "namespace": self.namespace, "name": spec.job_id}
+        # "logs": where the replicas' logs stay once the pods are gone (the pods' path of the folder).
+        return {"kind": name, "api_version": kind.api_version, "namespace": self.namespace, "name": spec.job_id,
+                "logs": posixpath.join(spec.job_dir, LOG_DIR)}
 
     async def _ensure_runtime(self, runtime: dict) -> None:
         """Create the project's TrainingRuntime, or update it where the settings changed."""
@@ -340,15 +388,16 @@ class KubernetesBackend(KubeSettings, JobBackend):
                                        "is not installed, so the job cannot be followed.", finished=time.time())
         obj = reflector.get(name)
         if obj is None:
-            if not reflector.synced.is_set() or not record.active:
+            if not reflector.synced.is_set() or not record.active or name in self._submitting:
                 return self._kept(record)
             if name in self._cancelled:
                 return JobStatus("Cancelled", "Cancelled.", started=record.started, finished=time.time())
             last = reflector.gone.get(name)
-            if last is not None:
-                ended = job_status(last, [], [])
-                if not ended.active:
-                    return ended
+            if last is None:  # never seen since the service started: deleted while it was down
+                return await self._ended_while_away(record, kind)
+            ended = job_status(last, [], [])
+            if not ended.active:
+                return ended
             return JobStatus("Failed", f"The job's {kind} was deleted outside jupyter_kubeai (by a cluster admin or "
                                        "another tool) before it ended.", started=record.started, finished=time.time())
         pods = self._pods(name)
@@ -358,6 +407,18 @@ class KubernetesBackend(KubeSettings, JobBackend):
             if tail:
                 status = JobStatus("Failed", f"{status.reason}\n{tail}", status.exit_code, status.started, status.finished)
         return status
+
+    async def _ended_while_away(self, record: JobRecord, kind: str) -> JobStatus:
+        """A job whose objects went while the service was down: what its folder says (see the module)."""
+        exits = await asyncio.to_thread(_exit_statuses, self._logs_folder(record))
+        state, reason, failed = ended_while_away(kind, record.spec.get("workers") or 1,
+                                                 {r: code for r, (code, _) in exits.items()}, self._logs_pointer(record))
+        if failed:
+            tail = await asyncio.to_thread(_tail, self._log_file(record, failed), 20)
+            reason = f"{reason}\n{tail}" if tail else reason
+        finished = max((when for _, when in exits.values()), default=None) or time.time()
+        return JobStatus(state, reason, exit_code=exits[failed][0] if failed else (0 if state == "Succeeded" else None),
+                         started=record.started, finished=finished)
 
     async def _failure_tail(self, name: str, pods: list[dict]) -> str:
         """The last lines of the failed replica's log, fetched once per job (a failure is rare),
@@ -376,8 +437,12 @@ class KubernetesBackend(KubeSettings, JobBackend):
         return self._failure_tails[name]
 
     async def replicas(self, record: JobRecord) -> list[str]:
+        """The pods' replicas; once the pods are gone, the replicas that left a log in the folder."""
         await self.start()
-        return sorted(replica_name(pod) for pod in self._pods(self._ref(record)[1]))
+        pods = self._pods(self._ref(record)[1])
+        if pods:
+            return sorted(replica_name(pod) for pod in pods)
+        return sorted(await asyncio.to_thread(_log_files, self._logs_folder(record)))
 
     async def events(self, record: JobRecord) -> list[JobEvent]:
         await self.start()
@@ -385,33 +450,73 @@ class KubernetesBackend(KubeSettings, JobBackend):
         pods = self._pods(name)
         return job_events(self._events(name, pods), {p["metadata"]["name"]: replica_name(p) for p in pods})
 
-    def _pod_for(self, record: JobRecord, replica: str) -> dict:
-        for pod in self._pods(self._ref(record)[1]):
-            if replica_name(pod) == replica:
-                return pod
-        raise NotFound(
-            f"Job {record.job_id!r} has no replica {replica!r} now. Its pods are deleted "
-            f"{self.ttl_seconds_after_finished}s after it ends; its outputs stay in {record.job_dir}."
+    # --- logs: from the pod while it exists, then from the job folder ------------------------------
+
+    def _logs_pointer(self, record: JobRecord) -> str:
+        """The replicas' log folder as the user sees it (kept in the record, see ``submit``)."""
+        return (record.spec.get("backend") or {}).get("logs") or posixpath.join(record.job_dir, LOG_DIR)
+
+    def _logs_folder(self, record: JobRecord) -> Path | None:
+        """The replicas' log folder as this service sees it on the share (None where it cannot)."""
+        if not self.share_root or self.share_type == "none" or self.user_pvc:
+            return None
+        home = posixpath.normpath(self.home_mount_path)
+        folder = posixpath.normpath(self._logs_pointer(record))
+        if not folder.startswith(home.rstrip("/") + "/"):
+            return None
+        inside = folder[len(home.rstrip("/")) + 1:]
+        if ".." in inside.split("/"):
+            return None
+        return LocalShare(self.share_root).user_dir(record.owner) / inside
+
+    def _log_file(self, record: JobRecord, replica: str) -> Path | None:
+        folder = self._logs_folder(record)
+        if folder is None or not replica or "/" in replica or replica.startswith("."):
+            return None
+        return folder / f"{replica}.log"
+
+    def _find_pod(self, record: JobRecord, replica: str) -> dict | None:
+        return next((pod for pod in self._pods(self._ref(record)[1]) if replica_name(pod) == replica), None)
+
+    def _no_replica(self, record: JobRecord, replica: str) -> NotFound:
+        return NotFound(
+            f"Job {record.job_id!r} has no replica {replica!r}: no pod (pods are deleted "
+            f"{self.ttl_seconds_after_finished}s after the job ends) and no {replica}.log in "
+            f"{self._logs_pointer(record)}. Its outputs stay in {record.job_dir}."
         )
+
+    async def _file_log(self, record: JobRecord, replica: str) -> str:
+        path = self._log_file(record, replica)
+        text = await asyncio.to_thread(_read_text, path) if path else None
+        if text is None:
+            raise self._no_replica(record, replica)
+        return text
 
     async def logs(self, record: JobRecord, replica: str) -> str:
         await self.start()
-        pod = self._pod_for(record, replica)
+        pod = self._find_pod(record, replica)
+        if pod is None:
+            return await self._file_log(record, replica)
         try:
             return await self.client.text(_log_path(self.namespace, pod["metadata"]["name"]), query={"container": _container(pod)})
         except ApiError as e:
             if e.status == 400:  # the container has not started yet: nothing logged
                 return ""
-            if e.status == 404:
-                raise NotFound(f"Replica {replica!r} of job {record.job_id!r} is gone.") from None
+            if e.status == 404:  # the pod went meanwhile
+                return await self._file_log(record, replica)
             raise Unavailable(f"The cluster did not give the log ({e.status}): {e.message}") from None
 
     async def follow_logs(self, record: JobRecord, replica: str, poll: float = 0.5) -> AsyncIterator[str]:
-        """The API's own follow (``follow=true``), once the replica's container has started."""
+        """The API's own follow (``follow=true``), once the replica's container has started;
+        for a replica whose pod is gone, its file in the job folder, to its end once the job has ended."""
         await self.start()
         pods = self.reflectors["pods"]
         while True:
-            pod = self._pod_for(record, replica)
+            pod = self._find_pod(record, replica)
+            if pod is None:
+                async for chunk in self._follow_file(record, replica, poll):
+                    yield chunk
+                return
             if (pod.get("status") or {}).get("phase") != "Pending":
                 break
             if not (await self.status(record)).active:
@@ -424,6 +529,23 @@ class KubernetesBackend(KubeSettings, JobBackend):
         except ApiError as e:
             if e.status != 400:
                 raise Unavailable(f"The cluster did not give the log ({e.status}): {e.message}") from None
+
+    async def _follow_file(self, record: JobRecord, replica: str, poll: float) -> AsyncIterator[str]:
+        path = self._log_file(record, replica)
+        if path is None or not await asyncio.to_thread(path.is_file):
+            raise self._no_replica(record, replica)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        offset = 0
+        while True:
+            active = (await self.status(record)).active
+            data = await asyncio.to_thread(_read_from, path, offset)
+            offset += len(data)
+            text = decoder.decode(data, final=not active)
+            if text:
+                yield text
+            if not active:
+                return
+            await asyncio.sleep(poll)
 
     # --- stopping and cleaning ---------------------------------------------------------------------
 
@@ -454,30 +576,48 @@ class KubernetesBackend(KubeSettings, JobBackend):
         if kind in KINDS:
             await self._delete(kind, name)
 
-    async def collect_garbage(self, now: float | None = None) -> list[str]:
-        """Delete finished job objects (and pods) older than the TTL; returns their names."""
+    async def collect_garbage(self, active: Collection[str] = (), now: float | None = None) -> list[str]:
+        """Delete finished job objects (and pods) older than the TTL; returns their names.
+
+        Never the object of a job in ``active`` (its record is still Pending/Running): until
+        the record holds how the job ended, the object is the only witness. Sweeps at most
+        every ``cleanup_interval`` seconds (the service calls it after every reconcile round).
+        """
+        if self.cleanup_interval < 0 or time.monotonic() - self._last_sweep < self.cleanup_interval:
+            return []
+        self._last_sweep = time.monotonic()
         now = time.time() if now is None else now
+        keep = set(active)
         removed = []
         for kind in KINDS:
             reflector = self.reflectors.get(kind)
             for name, obj in list(reflector.objects.items()) if reflector else []:
+                if name in keep:
+                    continue
                 pods = self._pods(name)
                 status = job_status(obj, pods, [])
                 ended = status.finished or timestamp((obj.get("metadata") or {}).get("creationTimestamp"))
                 if not status.active and ended is not None and now - ended > self.ttl_seconds_after_finished:
                     await self._delete(kind, name)
                     removed.append(name)
+        if removed:
+            self.log.info("Deleted finished jobs past their TTL: %s", ", ".join(removed))
         return removed
 
-    async def _clean_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.cleanup_interval)
-            try:
-                removed = await self.collect_garbage()
-                if removed:
-                    self.log.info("Deleted finished jobs past their TTL: %s", ", ".join(removed))
-            except Exception:
-                self.log.exception("Cleaning finished jobs failed; trying again later.")
+    async def wait_for_change(self, timeout: float) -> None:
+        """Until a job object changes (the watch saw it) or ``timeout``; pods and events are left
+        to the next round (a state's end is in the job object's conditions)."""
+        watched = [r for key, r in self.reflectors.items() if key in KINDS]
+        if not watched:
+            await asyncio.sleep(timeout)
+            return
+        waits = [asyncio.ensure_future(r.wait_for_change(timeout)) for r in watched]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        await asyncio.sleep(min(0.1, timeout))  # a burst of changes makes one round
 
 
 def _log_path(namespace: str, pod: str) -> str:
@@ -487,3 +627,49 @@ def _log_path(namespace: str, pod: str) -> str:
 def _container(pod: dict) -> str:
     return pod["spec"]["containers"][0]["name"]
 
+
+# --- the job folder on the share (run in a thread: it may be NFS) -----------------------------------
+
+def _read_text(path: Path) -> str | None:
+    """The file's text, or None where it is missing or this service may not read it."""
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return None
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read()
+    except OSError:  # removed meanwhile: nothing more to send
+        return b""
+
+
+def _tail(path: Path | None, lines: int) -> str:
+    text = _read_text(path) if path else None
+    return "\n".join((text or "").strip().splitlines()[-lines:])
+
+
+def _log_files(folder: Path | None) -> list[str]:
+    """Replicas with a ``<replica>.log`` in the folder."""
+    try:
+        return [p.name[:-4] for p in folder.iterdir() if p.name.endswith(".log") and p.is_file()] if folder else []
+    except OSError:
+        return []
+
+
+def _exit_statuses(folder: Path | None) -> dict[str, tuple[int, float]]:
+    """replica -> (the exit status its ``<replica>.exit`` holds, when it was written)."""
+    found = {}
+    try:
+        paths = [p for p in folder.iterdir() if p.name.endswith(".exit")] if folder else []
+    except OSError:
+        return {}
+    for path in paths:
+        try:
+            found[path.name[:-5]] = (int(path.read_text().strip()), path.stat().st_mtime)
+        except (OSError, ValueError):
+            continue  # half-written or unreadable: no evidence
+    return found

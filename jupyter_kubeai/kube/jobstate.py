@@ -15,16 +15,11 @@ import datetime
 
 from ..jobs.status import JobEvent, JobStatus
 from .events import readable_event
-from .training import KUEUE_QUEUE_LABEL, LABEL_ROLE
+from .training import COMPLETION_INDEX_LABEL, KUEUE_QUEUE_LABEL, LABEL_ROLE, REPLICA_INDEX_LABEL, SINGLE_ROLES
 
-#: Labels the operators put on pods with the replica's index, in order of preference.
-INDEX_LABELS = (
-    "training.kubeflow.org/replica-index",
-    "batch.kubernetes.io/job-completion-index",
-    "jobset.sigs.k8s.io/job-index",
-)
-#: Roles with one pod: their replica is named without an index.
-SINGLE_ROLES = ("launcher", "main")
+#: Labels the operators put on pods with the replica's index, in order of preference (the
+#: replicas' own log files are named the same way: :data:`~.training.RUN_SCRIPT`).
+INDEX_LABELS = (REPLICA_INDEX_LABEL, COMPLETION_INDEX_LABEL, "jobset.sigs.k8s.io/job-index")
 
 
 def timestamp(value: str | None) -> float | None:
@@ -138,3 +133,51 @@ def job_events(events: list[dict], pods_by_name: dict[str, str]) -> list[JobEven
         out.append(JobEvent(when, event.get("type", "Normal"), reason, message, source))
     out.sort(key=lambda e: e.time)
     return out
+
+
+def expected_replicas(kind: str, workers: int) -> list[str]:
+    """The replicas whose user code must all have exited 0 for a job of ``kind`` to have succeeded."""
+    workers = max(int(workers or 1), 1)
+    if kind == "PyTorchJob":
+        return ["master-0", *(f"worker-{i}" for i in range(workers - 1))]
+    if kind == "TFJob":
+        return ["chief-0", *(f"worker-{i}" for i in range(workers - 1))]
+    if kind == "TrainJob":
+        return [f"node-{i}" for i in range(workers)]
+    if kind == "MPIJob":
+        return ["launcher"]
+    return ["main"]
+
+
+def runs_user_code(kind: str, replica: str) -> bool:
+    """Whether ``replica``'s exit says how the job went. Parameter servers never end on their own
+    and MPI workers only run sshd (``mpirun`` on the launcher carries every rank's status): both
+    are stopped when their pods are deleted, which is no failure of the job."""
+    if kind == "MPIJob":
+        return replica == "launcher"
+    if kind == "TFJob":
+        return not replica.startswith("ps-")
+    return True
+
+
+def ended_while_away(kind: str, workers: int, exits: dict[str, int], logs: str) -> tuple[str, str, str]:
+    """How a job ended whose objects were deleted while the service was not watching, from the
+    exit statuses its replicas left in the job folder (``logs/<replica>.exit``).
+
+    Returns (state, reason, the failed replica or ""). Succeeded only when every expected
+    replica left 0 and none left anything else: never a success that did not happen.
+    ``logs`` is the folder the reason points to.
+    """
+    away = "while the kubeai service was down"
+    exits = {replica: code for replica, code in exits.items() if runs_user_code(kind, replica)}
+    failed = sorted((replica, code) for replica, code in exits.items() if code != 0)
+    if failed:
+        replica, code = failed[0]
+        return ("Failed", f"{replica} exited with code {code} {away} (the job's objects were deleted "
+                          f"meanwhile); its logs are in {logs}.", replica)
+    missing = [replica for replica in expected_replicas(kind, workers) if replica not in exits]
+    if not missing:
+        return ("Succeeded", f"It ended {away}; its objects were deleted before the service came back, "
+                             f"and every replica's exit status in {logs} is 0.", "")
+    return ("Failed", f"The job's objects were deleted {away}, and its folder does not say how it ended "
+                      f"(no exit status from {', '.join(missing)}); its logs are in {logs}.", "")

@@ -25,6 +25,15 @@ by the container's own user before the code starts in it. A resubmitted job
 runs its original's snapshot (``spec.snapshot_dir``) with a new job folder
 that nobody has created yet, and a ``workingDir`` would have the container
 runtime create it as root, possibly unwritable for the user.
+
+Each replica also keeps its output in the job folder, on the share:
+``logs/<replica>.log`` (stdout and stderr, also still the container's log)
+and ``logs/<replica>.exit`` (the user code's exit status), with the replica
+named as the backend names it (``master-0``, ``worker-1``, ``launcher``,
+``node-2``...: :func:`replica_env`). The pods are deleted some time after
+the job ends (the TTL); the log files stay with the record, and after a
+restart of the service the exit markers say how a job ended whose objects
+were deleted meanwhile.
 """
 
 from __future__ import annotations
@@ -64,6 +73,14 @@ LABEL_OWNER = "kubeai.jupyter.org/owner"
 LABEL_PROJECT = "kubeai.jupyter.org/project"
 #: On pod templates: the role (master, worker, chief, ps, launcher, node, main) replica names start with.
 LABEL_ROLE = "kubeai.jupyter.org/role"
+#: Roles with one pod: their replica is named without an index.
+SINGLE_ROLES = ("launcher", "main")
+#: The label the Kubeflow operators (training operator, MPI operator) put on pods with the replica's index.
+REPLICA_INDEX_LABEL = "training.kubeflow.org/replica-index"
+#: The index label of an Indexed Job's pods (TrainJob's JobSet nodes).
+COMPLETION_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+#: Where a replica keeps its output in the job folder: ``<LOG_DIR>/<replica>.log`` and ``.exit``.
+LOG_DIR = "logs"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 VOLCANO_QUEUE_ANNOTATION = "scheduling.volcano.sh/queue-name"
 
@@ -119,10 +136,65 @@ def labels(spec: JobSpec) -> dict[str, str]:
     return out
 
 
-def in_job_dir(command: list[str]) -> list[str]:
-    """``command`` run in the job folder, which the container's user creates first (see above)."""
-    script = 'mkdir -p "$KUBEAI_JOB_DIR" && cd "$KUBEAI_JOB_DIR" && exec "$@"'
+#: The shell every replica's command runs in (``/bin/sh -c``; the arguments are the command).
+#:
+#: POSIX sh, not bash: Debian's ``/bin/sh`` (dash, in our images and most others) has no
+#: ``pipefail``, so ``cmd | tee`` would lose the code's exit status. Instead the code writes
+#: into a FIFO read by ``tee``; the shell ``wait``s for the code (its status is the
+#: container's) and forwards SIGTERM (the shell is PID 1, which ignores signals it does not
+#: trap), then waits a little for ``tee`` to write the last lines. The code does not
+#: ``exec`` into PID 1 because the kernel kills the rest of the container (``tee`` with the
+#: end of the output) the moment PID 1 exits. ``$KUBEAI_REPLICA_*`` come from
+#: :func:`replica_env`. It follows a first line that prepares the folder (:func:`in_job_dir`).
+RUN_SCRIPT = f"""\
+role=${{KUBEAI_REPLICA_ROLE:-main}}
+case $role in
+  {"|".join(SINGLE_ROLES)}) replica=$role ;;
+  *) index=${{KUBEAI_REPLICA_INDEX:-${{HOSTNAME##*-}}}}; replica=$role-${{index:-0}} ;;
+esac
+log="$KUBEAI_JOB_DIR/{LOG_DIR}/$replica"
+fifo="${{TMPDIR:-/tmp}}/kubeai-output-$$"
+if ! {{ mkdir -p "$KUBEAI_JOB_DIR/{LOG_DIR}" && rm -f "$fifo" && mkfifo "$fifo"; }}; then
+  echo "kubeai: cannot keep this replica's log in $KUBEAI_JOB_DIR/{LOG_DIR}; it is in the pod's log only" >&2
+  exec "$@"
+fi
+tee -a "$log.log" <"$fifo" &
+tee=$!
+"$@" >"$fifo" 2>&1 &
+code=$!
+trap 'kill -TERM "$code" 2>/dev/null' TERM INT HUP
+wait "$code"; status=$?
+while kill -0 "$code" 2>/dev/null; do wait "$code"; status=$?; done
+echo "$status" >"$log.exit" 2>/dev/null
+rm -f "$fifo"
+(sleep 10; kill "$tee" 2>/dev/null) >/dev/null 2>&1 &
+wait "$tee"
+exit "$status"
+"""
+#: The user's code needs its folder: no folder, no run.
+_PREPARE_CODE = 'mkdir -p "$KUBEAI_JOB_DIR" && cd "$KUBEAI_JOB_DIR" || exit 1'
+#: A helper (the MPI workers' sshd) runs anyway, without a kept log if the folder cannot be made.
+_PREPARE_HELPER = '{ mkdir -p "$KUBEAI_JOB_DIR" && cd "$KUBEAI_JOB_DIR"; } 2>/dev/null || exec "$@"'
+
+
+def in_job_dir(command: list[str], *, needs_folder: bool = True) -> list[str]:
+    """``command`` run in the job folder (created by the container's user first, see above),
+    its output kept in ``logs/<replica>.log`` and its exit status in ``logs/<replica>.exit``.
+
+    ``needs_folder=False`` (a helper such as sshd): run it even where the folder cannot be made.
+    """
+    script = (_PREPARE_CODE if needs_folder else _PREPARE_HELPER) + "\n" + RUN_SCRIPT
     return ["/bin/sh", "-c", script, "kubeai-job", *command]
+
+
+def replica_env(role: str, index_label: str = REPLICA_INDEX_LABEL) -> list[dict]:
+    """The variables :data:`RUN_SCRIPT` names the replica by: the role, and (for roles with
+    several pods) the index from the label the operator puts on the pod (Downward API)."""
+    env = [{"name": "KUBEAI_REPLICA_ROLE", "value": role}]
+    if role not in SINGLE_ROLES:
+        field = {"fieldPath": f"metadata.labels['{index_label}']"}
+        env.append({"name": "KUBEAI_REPLICA_INDEX", "valueFrom": {"fieldRef": field}})
+    return env
 
 
 def pool_affinity(project: str | None, where: Placement) -> dict:
@@ -175,7 +247,7 @@ def pod_template(spec: JobSpec, where: Placement, *, role: str, container: str, 
                 "name": container,
                 "image": selection.image_ref,
                 "command": command,
-                "env": env_vars(spec),
+                "env": env_vars(spec) + replica_env(role),
                 "resources": container_resources,
                 "volumeMounts": mounts,
             }
@@ -203,7 +275,7 @@ def _metadata(spec: JobSpec, where: Placement) -> dict:
 
 def _run_policy(spec: JobSpec, where: Placement, pods: int) -> dict:
     policy = {
-        # Finished pods stay (their logs are the job's record) until the TTL.
+        # Finished pods stay (events, the pods' logs) until the TTL; the logs also stay in the job folder.
         "cleanPodPolicy": "None",
         "ttlSecondsAfterFinished": where.ttl_seconds_after_finished,
         # A failed rank fails the job: no silent restarts of half a gang.
@@ -268,7 +340,8 @@ def make_mpijob(spec: JobSpec, where: Placement) -> dict:
         spec, where, role="launcher", container="launcher", gpus=False,
         command=in_job_dir(["mpirun", "--allow-run-as-root", "-np", str(ranks), "-bind-to", "none", "python", spec.script]),
     )
-    worker = pod_template(spec, where, role="worker", container="worker", command=["/usr/sbin/sshd", "-De"])
+    worker = pod_template(spec, where, role="worker", container="worker",
+                          command=in_job_dir(["/usr/sbin/sshd", "-De"], needs_folder=False))
     return {
         "apiVersion": MPIJOB.api_version,
         "kind": MPIJOB.kind,

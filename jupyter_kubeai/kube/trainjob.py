@@ -36,6 +36,10 @@ TrainJob pods therefore use one volume per mount
 (``make_volumes(..., volume_per_mount=True)``), each naming the same claim.
 Kueue works on the TrainJob (queue label, created suspended); the Volcano
 queue is the TrainJob's ``scheduling.volcano.sh/queue-name`` annotation.
+
+As in every kind, each node keeps its output in the job folder
+(``logs/node-<i>.log``, :func:`~.training.in_job_dir`); a node's index is
+its Indexed Job's completion index (the label JobSet's pods carry).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from ..jobs.spec import JobSpec
 from ..naming import slug
 from .objects import StorageConfig, make_volumes, project_mount_path
 from .training import (
+    COMPLETION_INDEX_LABEL,
     KUEUE_QUEUE_LABEL,
     LABEL_PROJECT,
     LABEL_ROLE,
@@ -58,6 +63,7 @@ from .training import (
     labels,
     packing_affinity,
     pool_affinity,
+    replica_env,
     resources,
 )
 
@@ -172,7 +178,7 @@ def make_trainjob(spec: JobSpec, where: Placement) -> dict:
             "numNodes": spec.workers,
             "numProcPerNode": spec.procs_per_worker,
             "resourcesPerNode": container_resources,
-            "env": env_vars(spec),
+            "env": env_vars(spec) + replica_env(NODE, COMPLETION_INDEX_LABEL),
         },
         "runtimePatches": [patch],
     }

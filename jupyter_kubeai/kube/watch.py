@@ -10,7 +10,10 @@ make no request, so API traffic does not grow with pollers
 (the model is KubeSpawner's ``reflector.py``, without its per-kind classes).
 
 Deleted objects are remembered for a while (``gone``): a job whose object
-the operator's TTL removed still reports how it ended.
+the operator's TTL removed still reports how it ended. That memory ends with
+the process; what outlives it is the job's record (the service stores each
+end as soon as a reflector reports a change: :meth:`Reflector.wait_for_change`)
+and the exit statuses the replicas leave in the job folder.
 """
 
 from __future__ import annotations
