@@ -256,6 +256,61 @@ async def test_a_job_folder_reached_through_a_link_is_not_served(api, share):
     assert code == 404 and "not on the share" in answer["message"]
 
 
+@pytest.fixture
+async def gpu_api(hub, serve, service, share, tmp_path):
+    """Local jobs on a machine said to have 2 GPUs (the processes only see the device numbers)."""
+    config = Config({"LocalBackend": {"share_root": str(share), "local_gpus": 2},
+                     "KubeAIService": {"share_root": str(share)}})
+    app = make_service(tmp_path, config=config, reconcile_interval=0.2)
+    return app, serve(app.make_app()) + PREFIX
+
+
+GPU_NOTEBOOK = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+    "import os, time\nprint('devices', repr(os.environ.get('CUDA_VISIBLE_DEVICES')), flush=True)\n"
+    "if os.environ.get('WAIT'): time.sleep(600)")])
+
+
+async def device_line(share, job_id, timeout=30) -> str:
+    log = share / "users/alice/.kubeai/jobs" / job_id / "logs/main.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text() if log.exists() else ""
+        if "devices" in text:
+            return text[text.index("devices"):].splitlines()[0]
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"no device line in {log}")
+
+
+async def test_local_gpu_jobs_get_their_own_devices_and_wait_for_none(gpu_api, share, serve, tmp_path):
+    app, url = gpu_api
+    gpu = {"name": "g", "framework": "single", "profile": "gpu", "project": "vision", "env": {"WAIT": "1"}}
+    first, second, third, cpu = (snapshot(share, "alice", nb=GPU_NOTEBOOK) for _ in range(4))
+    assert (await post(url + "api/jobs", "alice-token", {**gpu, "job_id": first}))[0] == 201
+    assert (await post(url + "api/jobs", "alice-token", {**gpu, "job_id": second}))[0] == 201
+    assert {await device_line(share, first), await device_line(share, second)} == {"devices '0'", "devices '1'"}
+    # Both devices held: refused with who holds them, and nothing recorded.
+    code, answer = await post(url + "api/jobs", "alice-token", {**gpu, "job_id": third})
+    assert code == 409 and "only 0 of this machine's 2 are free" in answer["message"] and first in answer["message"]
+    assert (await call(url + f"api/jobs/{third}", "alice-token"))[0] == 404
+    # A CPU size sees no GPU.
+    assert (await post(url + "api/jobs", "alice-token", {"job_id": cpu, "name": "c", "framework": "single"}))[0] == 201
+    assert await device_line(share, cpu) == "devices ''"
+    # A user cannot pick devices themselves.
+    code, answer = await post(url + "api/jobs", "alice-token", {**gpu, "job_id": third, "env": {"CUDA_VISIBLE_DEVICES": "0,1"}})
+    assert code == 400 and "set by the platform" in answer["message"]
+    # A restarted service knows which devices the running jobs hold; an ended job gives its device back.
+    again = make_service(tmp_path, config=app.config, reconcile_interval=0.2)
+    url2 = serve(again.make_app()) + PREFIX
+    await again.job_manager.reconcile()
+    assert (await post(url2 + "api/jobs", "alice-token", {**gpu, "job_id": third}))[0] == 409
+    held = await device_line(share, first)
+    await post(url2 + f"api/jobs/{first}/cancel", "alice-token", {})
+    assert (await post(url2 + "api/jobs", "alice-token", {**gpu, "job_id": third}))[0] == 201
+    assert await device_line(share, third) == held
+    for job_id in (second, third):
+        await post(url2 + f"api/jobs/{job_id}/cancel", "alice-token", {})
+
+
 def await_identity(name, groups=("vision",), admin=False):
     from jupyter_kubeai.service.identity import Identity
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from traitlets import Integer, Unicode, default
 
-from ..errors import InvalidInput, NotFound
+from ..errors import Conflict, InvalidInput, NotFound
 from ..jobs.local import LocalJobRunner
 from ..jobs.local_commands import RANK_LOG_DIR, local_command
 from ..jobs.snapshot import JOBS_FOLDER
@@ -18,6 +19,9 @@ from ..local.share import LocalShare, default_share_root
 from ..local.spawner import count_local_gpus
 from ..store.jobs import JobRecord
 from .base import JobBackend
+
+#: In a job folder: the GPUs (device numbers) the job was given, for re-attaching after a restart.
+GPUS_FILE = "gpus.json"
 
 
 def job_env(spec: JobSpec) -> dict[str, str]:
@@ -51,7 +55,10 @@ class LocalBackend(JobBackend):
         config=True,
         help="""GPUs this machine offers to local jobs. Default: counted with ``nvidia-smi -L``.
 
-        A job whose workers need more GPUs in all is refused with a message.
+        Each job gets its own devices (``CUDA_VISIBLE_DEVICES``), as a pod gets
+        its GPU limit: a job whose workers need more GPUs in all than this is
+        refused, and so is one needing more than running jobs leave free. A
+        CPU size sees no GPU at all (``CUDA_VISIBLE_DEVICES`` empty).
         """,
     )
 
@@ -62,6 +69,34 @@ class LocalBackend(JobBackend):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.runner = LocalJobRunner()
+        # job folder -> the devices its processes were given (while it runs)
+        self._gpus: dict[str, tuple[int, ...]] = {}
+
+    def _held_gpus(self) -> dict[int, str]:
+        """Device -> the job folder of the running job holding it."""
+        held = {}
+        for job_dir, devices in list(self._gpus.items()):
+            if not self.runner.status(Path(job_dir)).active:
+                del self._gpus[job_dir]
+                continue
+            held.update({device: job_dir for device in devices})
+        return held
+
+    def _give_gpus(self, spec: JobSpec) -> str:
+        """``CUDA_VISIBLE_DEVICES`` for the job: free devices, or Conflict when too few are free."""
+        if not spec.total_gpus:
+            return ""
+        held = self._held_gpus()
+        free = [device for device in range(self.local_gpus) if device not in held]
+        if len(free) < spec.total_gpus:
+            holders = sorted({Path(job_dir).name for job_dir in held.values()})
+            raise Conflict(
+                f"This job needs {spec.total_gpus} GPU(s), but only {len(free)} of this machine's {self.local_gpus} "
+                f"are free: running jobs hold the others ({', '.join(holders)}). Wait for one to end, or cancel it."
+            )
+        devices = tuple(free[:spec.total_gpus])
+        self._gpus[spec.job_dir] = devices
+        return ",".join(map(str, devices))
 
     def job_dir(self, owner: str, job_id: str) -> str:
         return str(LocalShare(self.share_root).user_dir(owner) / JOBS_FOLDER / job_id)
@@ -78,11 +113,31 @@ class LocalBackend(JobBackend):
                 f"The job's snapshot {spec.script} is missing: submit from JupyterLab or with the "
                 "kubeai command, which write the snapshot first."
             )
-        await asyncio.to_thread(self.runner.start, Path(spec.job_dir), command, job_env(spec))
-        return {"command": command}
+        env = job_env(spec)
+        visible = self._give_gpus(spec)
+        if self.local_gpus:
+            env["CUDA_VISIBLE_DEVICES"] = visible  # the job's own devices, none for a CPU size
+        try:
+            if visible:
+                folder = Path(spec.job_dir)
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / GPUS_FILE).write_text(json.dumps([int(d) for d in visible.split(",")]))
+            await asyncio.to_thread(self.runner.start, Path(spec.job_dir), command, env)
+        except BaseException:
+            self._gpus.pop(spec.job_dir, None)
+            raise
+        return {"command": command, **({"gpus": visible} if visible else {})}
 
     async def status(self, record: JobRecord) -> JobStatus:
-        return await asyncio.to_thread(self.runner.status, Path(record.job_dir))
+        status = await asyncio.to_thread(self.runner.status, Path(record.job_dir))
+        if status.active and record.job_dir not in self._gpus:
+            # After a restart: the running job keeps the devices it was given.
+            try:
+                devices = json.loads((Path(record.job_dir) / GPUS_FILE).read_text())
+                self._gpus[record.job_dir] = tuple(int(d) for d in devices)
+            except (OSError, ValueError, TypeError):
+                pass
+        return status
 
     async def cancel(self, record: JobRecord) -> bool:
         return await asyncio.to_thread(self.runner.cancel, Path(record.job_dir))

@@ -30,7 +30,7 @@ JOB_ID_RE = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Environment the platform or the training operators set; users may not override it.
 RESERVED_ENV = re.compile(
-    r"^(KUBEAI_.*|JUPYTERHUB_.*|MASTER_ADDR|MASTER_PORT|WORLD_SIZE|RANK|LOCAL_RANK|NODE_RANK|PET_.*|TF_CONFIG|OMPI_.*)$"
+    r"^(KUBEAI_.*|JUPYTERHUB_.*|MASTER_ADDR|MASTER_PORT|WORLD_SIZE|RANK|LOCAL_RANK|NODE_RANK|PET_.*|TF_CONFIG|OMPI_.*|CUDA_VISIBLE_DEVICES|NVIDIA_VISIBLE_DEVICES)$"
 )
 
 
