@@ -196,6 +196,8 @@ export interface ISubmission {
   profile: string;
   gpus: number | null;
   image: string;
+  /** An image of the user's own, allowed by one of the catalog's image rules (wins over `image`). */
+  custom_image?: string;
   project: string | null;
   parameters: { [key: string]: unknown };
   env: { [key: string]: string };
@@ -225,10 +227,18 @@ export interface ICatalogProfile {
   default: boolean;
 }
 
+/** An "own image" rule: images matching `pattern` may be typed in. */
+export interface ICatalogImageRule {
+  name: string;
+  pattern: string;
+  description: string;
+}
+
 /** `GET /api/catalog`: the part of the catalog the caller may use. */
 export interface ICatalog {
   images: ICatalogImage[];
   profiles: ICatalogProfile[];
+  image_rules?: ICatalogImageRule[];
 }
 
 /** Filters of the job list. */

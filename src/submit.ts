@@ -168,6 +168,17 @@ export class SubmitForm extends Widget {
       ]),
       defaultImage
     );
+    const rules = this.catalog.image_rules ?? [];
+    if (rules.length > 0) {
+      // Only for members of groups with an "own image" rule; the service checks the pattern again.
+      const custom = this.addInput(form, 'custom_image', trans.__('Own image'), 'text', '', {
+        placeholder: trans.__('optional, e.g. %1', rules[0].pattern)
+      });
+      custom.title = trans.__(
+        'Instead of the image above, an image of your own that matches: %1',
+        rules.map(r => `${r.pattern}${r.description ? ` (${r.description})` : ''}`).join('; ')
+      );
+    }
 
     const projects: [string, string][] = this.me.groups.map(g => [g, g]);
     projects.push(['', trans.__('personal (no project)')]);
@@ -256,6 +267,9 @@ export class SubmitForm extends Widget {
       profile: v('profile'),
       gpus: profile && profile.gpus > 0 ? Number(v('gpus')) : null,
       image: v('image'),
+      ...(this.inputs.custom_image && v('custom_image').trim()
+        ? { custom_image: v('custom_image').trim() }
+        : {}),
       project: v('project') || null,
       parameters: parseParameters(v('parameters')),
       env: parseEnv(v('env'))

@@ -100,6 +100,16 @@ async def test_the_editors_content_is_snapshotted_then_submitted(lab, seen):
     assert nbformat.read(folder / "notebook.ipynb", as_version=4).cells[1].metadata.tags == ["injected-parameters"]
 
 
+async def test_an_own_image_from_the_dialog_reaches_the_service(lab, seen):
+    code, job = await post(lab, "kubeai/jobs", {
+        "notebook_path": "own.ipynb", "content": NOTEBOOK, "framework": "single",
+        "image": "base", "custom_image": "registry.example.org/nlp/own:1",
+    })
+    assert code == 201, job
+    _, body = seen[-1]
+    assert body["custom_image"] == "registry.example.org/nlp/own:1"
+
+
 async def test_from_the_file_browser_the_saved_file_is_used(lab, seen):
     (lab.home / "saved.ipynb").write_text(nbformat.writes(NOTEBOOK))
     code, job = await post(lab, "kubeai/jobs", {"notebook_path": "saved.ipynb", "name": "From disk", "framework": "single"})
