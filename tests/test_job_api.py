@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
@@ -166,7 +167,6 @@ async def test_a_restarted_service_finds_running_and_vanished_jobs(api, share, s
         assert (await post(url + "api/jobs", "alice-token", {"job_id": job_id, "name": "x", "framework": "single"}))[0] == 201
         await wait_for(url + f"api/jobs/{job_id}", "alice-token", ("Running",))
     # While the service is away, one job's processes are killed.
-    import os
     import signal
     state = json.loads((share / "users/alice/.kubeai/jobs" / vanished / "state.json").read_text())
     os.killpg(state["pgid"], signal.SIGKILL)
@@ -305,10 +305,29 @@ async def test_local_gpu_jobs_get_their_own_devices_and_wait_for_none(gpu_api, s
     assert (await post(url2 + "api/jobs", "alice-token", {**gpu, "job_id": third}))[0] == 409
     held = await device_line(share, first)
     await post(url2 + f"api/jobs/{first}/cancel", "alice-token", {})
+    # Its devices are free once its processes are gone (the supervisor stops them after the cancel).
+    folder = share / "users/alice/.kubeai/jobs" / first
+    deadline = time.monotonic() + 30
+    while again.backend.runner.status(folder).active and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     assert (await post(url2 + "api/jobs", "alice-token", {**gpu, "job_id": third}))[0] == 201
     assert await device_line(share, third) == held
     for job_id in (second, third):
         await post(url2 + f"api/jobs/{job_id}/cancel", "alice-token", {})
+
+
+async def test_a_job_never_sees_the_services_token_or_settings(api, share, monkeypatch):
+    _, url = api
+    assert os.environ.get("JUPYTERHUB_API_TOKEN")  # the service's, set by the fixtures
+    monkeypatch.setenv("KUBEAI_DB_URL", "postgresql://kubeai:secret@db/kubeai")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os\nprint('env', sorted(n for n in os.environ if n.startswith(('JUPYTERHUB_', 'KUBEAI_'))), flush=True)")])
+    job_id = snapshot(share, "alice", nb=nb)
+    assert (await post(url + "api/jobs", "alice-token", {"job_id": job_id, "name": "e", "framework": "single"}))[0] == 201
+    job = await wait_for(url + f"api/jobs/{job_id}", "alice-token", ("Succeeded", "Failed"))
+    assert job["state"] == "Succeeded", job["reason"]
+    log = (share / "users/alice/.kubeai/jobs" / job_id / "logs/main.log").read_text()
+    assert "env ['KUBEAI_JOB_DIR', 'KUBEAI_JOB_ID', 'KUBEAI_OWNER', 'KUBEAI_PROJECT']" in log, log
 
 
 def await_identity(name, groups=("vision",), admin=False):

@@ -165,3 +165,13 @@ async def test_a_cancel_right_after_submitting_starts_nothing(store, tmp_path):
     while processes_under(Path(spec.job_dir)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_under(Path(spec.job_dir)) == []
+
+
+def test_user_code_gets_no_service_settings_or_tokens():
+    from jupyter_kubeai.local.environment import user_code_env
+
+    base = {"PATH": "/usr/bin", "HOME": "/home/alice", "JUPYTERHUB_API_TOKEN": "service-token",
+            "JUPYTERHUB_CLIENT_ID": "service-kubeai", "KUBEAI_DB_URL": "postgresql://u:secret@db/k",
+            "KUBEAI_METRICS_TOKEN": "m", "CONFIGPROXY_AUTH_TOKEN": "p", "MY_SETTING": "1"}
+    assert user_code_env({"KUBEAI_JOB_ID": "j-1"}, base=base) == {
+        "PATH": "/usr/bin", "HOME": "/home/alice", "MY_SETTING": "1", "KUBEAI_JOB_ID": "j-1"}

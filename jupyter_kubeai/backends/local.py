@@ -92,7 +92,8 @@ class LocalBackend(JobBackend):
             holders = sorted({Path(job_dir).name for job_dir in held.values()})
             raise Conflict(
                 f"This job needs {spec.total_gpus} GPU(s), but only {len(free)} of this machine's {self.local_gpus} "
-                f"are free: running jobs hold the others ({', '.join(holders)}). Wait for one to end, or cancel it."
+                f"are free: running jobs (or cancelled ones still stopping) hold the others ({', '.join(holders)}). "
+                "Wait for one to end, or cancel it."
             )
         devices = tuple(free[:spec.total_gpus])
         self._gpus[spec.job_dir] = devices

@@ -31,6 +31,7 @@ from ..errors import InvalidInput, Unavailable
 from ..jobs.local import pid_alive
 from ..jobs.local_commands import free_port
 from ..jobs.supervise import tail
+from ..local.environment import user_code_env
 from ..local.spawner import count_local_gpus
 from ..models.deploy import ServingBackend
 from ..models.spec import DeploymentSpec, ServiceStatus
@@ -121,8 +122,9 @@ class LocalServing(ServingBackend):
         log_path.parent.mkdir(parents=True, exist_ok=True)
         command = runtime_command(spec, port)
         with open(log_path, "ab") as log:
+            # A model folder may bring its own predictor.py: user code, without the service's token.
             proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+                                    start_new_session=True, env=user_code_env())
         self._children[proc.pid] = proc
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + self.ready_timeout

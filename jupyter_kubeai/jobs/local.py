@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..local.environment import user_code_env
 from .status import JobStatus
 from .supervise import CANCEL_FILE, LOG_DIR, MAIN_LOG, STATE_FILE, tail
 
@@ -56,7 +57,8 @@ class LocalJobRunner:
             supervisor = subprocess.Popen(
                 [sys.executable, "-m", "jupyter_kubeai.jobs.supervise", "--job-dir", str(job_dir), "--", *command],
                 cwd=job_dir,
-                env={**os.environ, **(env or {})},
+                # Not the service's token or settings: the job runs the user's code.
+                env=user_code_env(env),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
