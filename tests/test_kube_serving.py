@@ -106,6 +106,7 @@ def test_every_object_validates_against_its_schema(kserve, size, max_replicas, r
     container = main["spec"]["predictor"]["model"] if builtin else pod["containers"][0]
     assert ("nvidia.com/gpu" in container["resources"]["limits"]) is (size == "gpu")
     assert (GPU_TAINT in pod.get("tolerations", [])) is (size == "gpu")
+    assert pod["automountServiceAccountToken"] is False  # no Kubernetes credentials for the model server
     assert container["resources"]["requests"]["cpu"] == ("4" if size == "gpu" else "1")
     if builtin:
         assert container["modelFormat"] == {"name": "sklearn"}
@@ -166,6 +167,7 @@ def test_the_inference_service_in_full():
             "annotations": {"kubeai.jupyter.org/model-path": "models/vision/iris/3"},
             "terminationGracePeriodSeconds": 30,
             "deploymentStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "automountServiceAccountToken": False,
             "containers": [{
                 "name": "kserve-container",
                 "image": IMAGE,

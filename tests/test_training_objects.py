@@ -80,6 +80,8 @@ def test_every_kind_validates_against_its_crd(framework, size, gang, workers):
         assert ("nvidia.com/gpu" in container["resources"]["limits"]) is gpu_role
         assert (GPU_TAINT in pod.get("tolerations", [])) is gpu_role
         assert (pod.get("schedulerName") == "volcano") is (gang == "volcano")
+        # Only the hub service holds Kubernetes credentials: none in the user's pods.
+        assert pod["automountServiceAccountToken"] is False
     assert (obj["metadata"]["labels"].get("kueue.x-k8s.io/queue-name") == "vision-queue") is (gang == "kueue")
 
 

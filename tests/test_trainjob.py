@@ -64,6 +64,7 @@ def test_trainjob_and_runtime_validate_and_merge_into_the_notebook_mounts(size, 
 
     pod = merged_pod(runtime, trainjob)
     validate_core(pod, "io.k8s.api.core.v1.PodSpec", "v1")
+    assert pod["automountServiceAccountToken"] is False  # no Kubernetes credentials for the user's code
     mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
     assert set(mounts) == {"/home/jovyan", "/mnt/projects/vision", "/mnt/projects/nlp", "/mnt/global"}
     assert mounts["/mnt/global"].get("readOnly") is True

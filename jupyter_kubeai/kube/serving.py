@@ -252,6 +252,7 @@ def make_inference_service(spec: DeploymentSpec, where: ServingPlacement) -> dic
         "annotations": {ANNOTATION_MODEL_PATH: spec.model_subpath},
         "terminationGracePeriodSeconds": where.termination_grace_seconds,
         "deploymentStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "automountServiceAccountToken": False,  # no Kubernetes credentials for the model server
     }
     _place(predictor, scheduling)
     if uses_builtin(spec, where):
@@ -289,6 +290,8 @@ def make_serving_deployment(spec: DeploymentSpec, where: ServingPlacement) -> di
         "volumes": [volume],
         "terminationGracePeriodSeconds": where.termination_grace_seconds,
         "enableServiceLinks": False,
+        # A model folder's predictor.py is user code: no Kubernetes credentials.
+        "automountServiceAccountToken": False,
     }
     _place(pod, scheduling)
     annotations = {ANNOTATION_MODEL_PATH: spec.model_subpath}

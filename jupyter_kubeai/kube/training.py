@@ -253,6 +253,8 @@ def pod_template(spec: JobSpec, where: Placement, *, role: str, container: str, 
             }
         ],
         "volumes": volumes,
+        # The user's code gets no Kubernetes credentials: only the hub service holds any.
+        "automountServiceAccountToken": False,
     }
     if scheduling["node_selector"]:
         pod["nodeSelector"] = scheduling["node_selector"]

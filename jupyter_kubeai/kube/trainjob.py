@@ -101,7 +101,9 @@ def make_training_runtime(project: str | None, where: Placement) -> dict:
     """The project's TrainingRuntime: shared folders, pool affinity, gang scheduling, TTL."""
     volumes, mounts = make_volumes(where.storage, "runtime", [project] if project else [], volume_per_mount=True)
     volumes, mounts = _split(volumes, mounts, _runtime_paths(where.storage, project), shared=True)
-    pod: dict = {"restartPolicy": "Never", "containers": [{"name": NODE, **({"volumeMounts": mounts} if mounts else {})}]}
+    # No Kubernetes credentials for the user's code (only the hub service holds any).
+    pod: dict = {"restartPolicy": "Never", "automountServiceAccountToken": False,
+                 "containers": [{"name": NODE, **({"volumeMounts": mounts} if mounts else {})}]}
     if volumes:
         pod["volumes"] = volumes
     affinity = pool_affinity(project, where)
