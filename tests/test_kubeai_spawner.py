@@ -78,6 +78,8 @@ async def test_cpu_server_with_shared_pvc(kube, catalog_url, groups):
     assert GPU_TAINT not in (pod["spec"].get("tolerations") or [])
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["KUBEAI_IMAGE"] == "base" and env["KUBEAI_PROFILE"] == "small" and env["KUBEAI_MODE"] == "kubernetes"
+    # The lab gets no Kubernetes credentials (KubeSpawner: no service account, no token).
+    assert pod["spec"]["automountServiceAccountToken"] is False
     # Nothing but the pod was created: no PVC (the share exists already).
     assert kube.list("persistentvolumeclaims") == []
 
