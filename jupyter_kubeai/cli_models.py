@@ -12,6 +12,7 @@ import math
 import sys
 import time
 import urllib.parse
+from urllib.parse import urljoin
 
 from .errors import InvalidInput
 
@@ -164,7 +165,8 @@ def services_list(client, args, out) -> int:
 
 def _service_options(args) -> dict:
     body = {}
-    for key in ("version", "alias", "replicas", "profile", "max_batch_size"):
+    for key in ("version", "alias", "replicas", "max_replicas", "profile", "gpus", "image", "max_batch_size",
+                "max_latency_ms"):
         if getattr(args, key, None) is not None:
             body[key] = getattr(args, key)
     return body
@@ -179,6 +181,29 @@ def services_deploy(client, args, out) -> int:
 
 def services_update(client, args, out) -> int:
     print(_service_line(client.call("PATCH", f"api/services/{args.name}", _service_options(args))), file=out)
+    return 0
+
+
+def services_status(client, args, out) -> int:
+    s = client.call("GET", f"api/services/{args.name}")
+    if args.json:
+        print(json.dumps(s, indent=2), file=out)
+        return 0
+    wanted = ((s.get("spec") or {}).get("options") or {}).get("replicas", 1)
+    replicas = f"{s.get('ready_replicas', 0)}/{wanted} ready"
+    serving = s.get("serving_version")
+    print(f"{s['name']}: {s['model']} version {s['version']} ({s['state']}, {replicas}"
+          f"{f', serving version {serving}' if serving not in (None, s['version']) else ''})", file=out)
+    if s.get("reason"):
+        print(f"  why: {s['reason']}", file=out)
+    # The routes are paths of the hub's: as URLs at the address this command talks to.
+    print(f"  endpoint: {urljoin(client.url, s['endpoint'])}", file=out)
+    print(f"  predict:  {urljoin(client.url, s['predict_url'])}", file=out)
+    errors = s.get("recent_errors") or []
+    print(f"  recent errors: {len(errors) or 'none'}", file=out)
+    for e in errors[:10]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
+        print(f"    {when}  {e['status']}  {e['message']}", file=out)
     return 0
 
 
@@ -243,9 +268,12 @@ def add_commands(command, group) -> None:
     p.add_argument("model")
     p.add_argument("version", type=int)
 
-    services = group("services", "Inference services: list, deploy, update, rollback, delete, predict.")
+    services = group("services", "Inference services: list, status, deploy, update, rollback, delete, predict.")
     sub = services.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = command(sub, "list", services_list, "Services you may see, with state and endpoint.")
+    p.add_argument("--json", action="store_true")
+    p = command(sub, "status", services_status, "One service: state, endpoint, versions and its recent failed requests.")
+    p.add_argument("name")
     p.add_argument("--json", action="store_true")
     for name, func, help in (("deploy", services_deploy, "Deploy a model version as an HTTP service."),
                              ("update", services_update, "Switch a service to another version (no failed requests).")):
@@ -255,9 +283,15 @@ def add_commands(command, group) -> None:
             p.add_argument("model", help="id, name or project/name")
         p.add_argument("--version", type=int)
         p.add_argument("--alias")
-        p.add_argument("--replicas", type=int)
-        p.add_argument("--profile", "--size", dest="profile")
-        p.add_argument("--max-batch-size", type=int, dest="max_batch_size")
+        p.add_argument("--replicas", type=int, help="Replicas (the least, with --max-replicas).")
+        p.add_argument("--max-replicas", type=int, dest="max_replicas",
+                       help="Autoscale from --replicas up to this many on CPU use (Kubernetes).")
+        p.add_argument("--profile", "--size", dest="profile", help="A size of the catalog.")
+        p.add_argument("--gpus", type=int, help="GPUs, within the size's range.")
+        p.add_argument("--image", help="A catalog image to run the model server in (default: the project's runtime).")
+        p.add_argument("--max-batch-size", type=int, dest="max_batch_size", help="Adaptive batching: at most this many.")
+        p.add_argument("--max-latency-ms", type=float, dest="max_latency_ms",
+                       help="Adaptive batching: wait at most this long for a batch to fill.")
     command(sub, "rollback", services_rollback, "Go back to the previous version.").add_argument("name")
     command(sub, "delete", services_delete, "Stop and remove a service.").add_argument("name")
     p = command(sub, "predict", services_predict, "Send one request (JSON, or - for stdin); prints the answer.")

@@ -87,3 +87,22 @@ async def test_bad_signatures_and_metrics(kubeai, tmp_path, capsys):
     assert code == 1 and "signature.inputs[0].shape must be a list" in capsys.readouterr().err
     code, out = await kubeai("models", "list")
     assert "wide" not in out
+
+
+async def test_deploy_options_and_status(kubeai):
+    assert (await kubeai("models", "register", "iris", "--path", "out", "--project", "vision"))[0] == 0
+    code, out = await kubeai("services", "deploy", "iris-api", "iris", "--max-replicas", "3", "--max-batch-size", "16",
+                             "--max-latency-ms", "2.5")
+    assert code == 0, out
+    spec = RecordingServing.running["iris-api"]
+    assert (spec.replicas, spec.max_replicas, spec.max_batch_size, spec.max_latency_ms) == (1, 3, 16, 2.5)
+    code, out = await kubeai("services", "status", "iris-api")
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == "iris-api: iris version 1 (Ready, 1/1 ready)", out
+    assert lines[1].startswith("  endpoint: http") and lines[1].endswith("/serve/iris-api/")
+    assert lines[2].endswith("/serve/iris-api/v2/models/iris-api/infer")
+    assert lines[3] == "  recent errors: none"
+    code, out = await kubeai("services", "status", "iris-api", "--json")
+    assert json.loads(out)["recent_errors"] == []
+    code, _ = await kubeai("services", "status", "nope")
+    assert code == 1
