@@ -497,6 +497,8 @@ export interface IDeployment {
   version?: number;
   alias?: string;
   replicas?: number;
+  /** Autoscale from `replicas` up to this many (Kubernetes). */
+  max_replicas?: number;
   profile?: string;
   gpus?: number;
   max_batch_size?: number;

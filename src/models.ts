@@ -546,10 +546,36 @@ export async function deployVersion(
   body.addNote(trans.__('Serve version %1 of %2 behind a stable, authenticated URL.', version.version, model.name));
   body.addInput('name', trans.__('Service name'), 'text', nameFrom(model.name, 40, 'service'), {}, trans.__('Lowercase letters, digits and "-"; part of the endpoint URL.'));
   body.addInput('replicas', trans.__('Replicas'), 'number', '1', { min: '1', max: '32' });
+  body.addInput(
+    'max_replicas',
+    trans.__('Autoscale up to'),
+    'number',
+    '',
+    { min: '1', max: '32', placeholder: trans.__('no autoscaling') },
+    trans.__('On a cluster: add replicas under load (CPU), up to this many. Local mode runs one.')
+  );
   const profiles = catalog.profiles;
   if (profiles.length) {
     const preferred = profiles.find(p => p.default && p.gpus === 0) ?? profiles.find(p => p.gpus === 0) ?? profiles[0];
-    body.addSelect('profile', trans.__('Size per replica'), profiles.map(p => [p.name, profileLabel(p)]), preferred.name);
+    const profile = body.addSelect(
+      'profile',
+      trans.__('Size per replica'),
+      profiles.map(p => [p.name, profileLabel(p)]),
+      preferred.name
+    );
+    // GPUs per replica: a choice only where the size offers a range.
+    const gpus = body.addSelect('gpus', trans.__('GPUs per replica'), [], '');
+    const updateGpus = () => {
+      const p = profiles.find(q => q.name === profile.value);
+      const max = p && p.gpus > 0 ? Math.max(p.max_gpus, p.gpus) : 0;
+      gpus.replaceChildren();
+      for (let n = 1; n <= max; n++) {
+        gpus.appendChild(new Option(String(n), String(n), false, n === p!.gpus));
+      }
+      (gpus.closest('[data-kubeai-row]') as HTMLElement | null)?.toggleAttribute('hidden', max <= 1);
+    };
+    profile.addEventListener('change', updateGpus);
+    updateGpus();
   }
   body.addInput('max_batch_size', trans.__('Max batch size'), 'number', '16', { min: '1', max: '1024' }, trans.__('Requests arriving together are batched up to this many (1: no batching).'));
   return runFormDialog<IService>({
@@ -565,12 +591,19 @@ export async function deployVersion(
           trans.__('A service name is lowercase letters, digits and "-", starting with a letter, at most 40 long.')
         );
       }
+      const replicas = body.count('replicas', trans.__('Replicas'), 1, 32);
+      const maxReplicas = body.value('max_replicas').trim()
+        ? body.count('max_replicas', trans.__('Autoscale up to'), replicas, 32)
+        : undefined;
+      const gpus = body.inputs.gpus && body.value('gpus') ? Number(body.value('gpus')) : undefined;
       return services.deploy({
         name,
         model_id: model.id,
         version: version.version,
-        replicas: body.count('replicas', trans.__('Replicas'), 1, 32),
+        replicas,
+        ...(maxReplicas !== undefined ? { max_replicas: maxReplicas } : {}),
         profile: body.inputs.profile ? body.value('profile') : undefined,
+        ...(gpus !== undefined ? { gpus } : {}),
         max_batch_size: body.count('max_batch_size', trans.__('Max batch size'), 1, 1024)
       });
     }
