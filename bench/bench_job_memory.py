@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import aiohttp  # noqa: E402
 from bench_job_status import ServiceProcess, fake_hub  # noqa: E402
+from targets import Targets  # noqa: E402
 
 from jupyter_kubeai.store.jobs import JobRecord, JobStore  # noqa: E402
 from jupyter_kubeai.store.schema import open_engine, upgrade  # noqa: E402
@@ -137,7 +138,11 @@ async def run() -> None:
         full_mb, listed, read = await measure(tmp / "full", hub_url, RECORDS)
     print(f"hub service RSS with no job records (baseline): {empty_mb:.1f} MB")
     print(f"hub service RSS with {RECORDS} job records ({listed} list entries and {read} single jobs served): {full_mb:.1f} MB")
-    print(f"ratio: {full_mb / empty_mb:.2f}; target under 200 MB: {'OK' if full_mb < 200 else 'OVER TARGET'}")
+    print(f"ratio: {full_mb / empty_mb:.2f}")
+    targets = Targets(__file__)
+    targets.check(f"hub service RSS with {RECORDS} job records under 200 MB", full_mb < 200,
+                  f"{full_mb:.1f} MB (baseline, no records: {empty_mb:.1f} MB)")
+    targets.exit()
 
 
 def main() -> None:

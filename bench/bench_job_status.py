@@ -45,6 +45,9 @@ from jupyter_kubeai.jobs.submission import prepare_job_folder  # noqa: E402
 
 from fakehub import ACCESS, SERVICE_TOKEN, FakeHubState, make_fake_hub  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from targets import Targets, add_argument  # noqa: E402
+
 PREFIX = "/services/kubeai/"
 CATALOG = {"images": [{"name": "base", "image": "python:3.11", "default": True}],
            "profiles": [{"name": "small", "default": True}]}
@@ -53,9 +56,12 @@ INTERVAL = 2.0  # seconds between two polls of one poller
 
 
 class ServiceProcess:
-    """``python -m jupyter_kubeai.service`` with its state in ``workdir``, authenticating against ``hub_url``."""
+    """``python -m jupyter_kubeai.service`` with its state in ``workdir``, authenticating against ``hub_url``.
 
-    def __init__(self, workdir: Path, hub_url: str, *args: str, env: dict | None = None):
+    ``prefix`` goes before the command (e.g. ``taskset -c 0``).
+    """
+
+    def __init__(self, workdir: Path, hub_url: str, *args: str, env: dict | None = None, prefix: list[str] | None = None):
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}{PREFIX}"
@@ -70,11 +76,12 @@ class ServiceProcess:
             **(env or {}),
         }
         self.args = args
+        self.prefix = list(prefix or [])
         self.proc: subprocess.Popen | None = None
 
     async def start(self, timeout: float = 60) -> "ServiceProcess":
         log = open(self.workdir / "service.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "jupyter_kubeai.service", *self.args], env=self.env,
+        self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "jupyter_kubeai.service", *self.args], env=self.env,
                                      cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as session:
@@ -179,7 +186,8 @@ async def measured(service: ServiceProcess, url_for, pollers: int, duration: flo
     into["cpu"] += service.cpu_seconds() - cpu
 
 
-async def compare(service: ServiceProcess, job_id: str, duration: float, label: str) -> tuple[float, float]:
+async def compare(service: ServiceProcess, job_id: str, duration: float, label: str,
+                  targets: Targets) -> tuple[float, float]:
     """Status and health phases interleaved (two each) under 200 pollers; (p99 status, p99 health) in ms."""
     # Warm-up: every poller's token is looked up in the hub once (then cached, as in production).
     await poll(job_poller(service, job_id), POLLERS, INTERVAL)
@@ -191,12 +199,15 @@ async def compare(service: ServiceProcess, job_id: str, duration: float, label: 
         print(summary(f"[{label}] {name}, {POLLERS} pollers", got["latencies"], got["errors"])
               + f", service CPU {got['cpu'] / len(got['latencies']) * 1000:.2f} ms per request")
     p99_status, p99_health = pct(status["latencies"], 99), pct(health["latencies"], 99)
-    print(f"[{label}] p99 ratio status/health: {p99_status / p99_health:.2f}; "
-          f"target p99 < 50 ms: {'OK' if p99_status < 50 else 'OVER TARGET'}", flush=True)
+    print(f"[{label}] p99 ratio status/health: {p99_status / p99_health:.2f}", flush=True)
+    targets.check(f"[{label}] GET api/jobs/{{id}} p99 < 50 ms with {POLLERS} pollers", p99_status < 50,
+                  f"p99 {p99_status:.1f} ms (health baseline {p99_health:.1f} ms, ratio {p99_status / p99_health:.2f})")
+    targets.check(f"[{label}] no failed polls", not status["errors"] and not health["errors"],
+                  f"{status['errors']} status and {health['errors']} health errors")
     return p99_status, p99_health
 
 
-async def local_backend(tmp: Path, hub_url: str, duration: float) -> None:
+async def local_backend(tmp: Path, hub_url: str, duration: float, targets: Targets) -> None:
     share = tmp / "share"
     service = await ServiceProcess(tmp, hub_url, f"--LocalBackend.share_root={share}", "--LocalBackend.local_gpus=0",
                                    "--KubeAIService.mode=local").start()
@@ -210,14 +221,14 @@ async def local_backend(tmp: Path, hub_url: str, duration: float) -> None:
             while job["state"] != "Running":
                 await asyncio.sleep(0.1)
                 code, job = await request(session, "GET", service.url + "api/jobs/status-bench", "alice-token")
-            await compare(service, "status-bench", duration, "local")
+            await compare(service, "status-bench", duration, "local", targets)
             code, job = await request(session, "POST", service.url + "api/jobs/status-bench/cancel", "alice-token", {})
             assert job["state"] == "Cancelled", job
     finally:
         service.stop()
 
 
-async def kubernetes_backend(tmp: Path, hub_url: str, duration: float) -> None:
+async def kubernetes_backend(tmp: Path, hub_url: str, duration: float, targets: Targets) -> None:
     from kubefake import FakeKube
 
     ns = "jobs"
@@ -241,18 +252,23 @@ async def kubernetes_backend(tmp: Path, hub_url: str, duration: float) -> None:
                     code, job = await request(session, "GET", service.url + "api/jobs/kube-bench", "alice-token")
             print(f"[kubernetes] job Running with replicas; API requests so far: {len(kube.calls)} "
                   f"({', '.join(f'{k} {v}' for k, v in sorted(kube.tally().items()))})")
-            per_poll = {}
+            per_poll, poll_errors = {}, 0
             for pollers in (20, POLLERS):
                 before = len(kube.calls)
                 latencies, errors = await poll(job_poller(service, "kube-bench"), pollers, duration)
                 made = kube.tally(kube.calls[before:])
                 per_poll[pollers] = sum(made.values()) / len(latencies)
+                poll_errors += errors
                 print(f"[kubernetes] {pollers} pollers: {len(latencies)} polls, {sum(made.values())} Kubernetes API "
                       f"requests ({dict(made) or 'none'}): {per_poll[pollers]:.4f} per poll; errors {errors}", flush=True)
             grows = per_poll[POLLERS] > per_poll[20]
-            print(f"[kubernetes] requests per poll, 20 -> {POLLERS} pollers: {per_poll[20]:.4f} -> {per_poll[POLLERS]:.4f} "
-                  f"({'GROWS' if grows else 'not growing: OK'}); target ~0: {'OK' if per_poll[POLLERS] < 0.01 else 'OVER TARGET'}")
-            await compare(service, "kube-bench", duration, "kubernetes")
+            print(f"[kubernetes] requests per poll, 20 -> {POLLERS} pollers: {per_poll[20]:.4f} -> {per_poll[POLLERS]:.4f}")
+            targets.check(f"[kubernetes] Kubernetes API requests per poll ~0 (< 0.01) with {POLLERS} pollers",
+                          per_poll[POLLERS] < 0.01, f"{per_poll[POLLERS]:.4f}")
+            targets.check(f"[kubernetes] requests per poll not growing from 20 to {POLLERS} pollers", not grows,
+                          f"{per_poll[20]:.4f} -> {per_poll[POLLERS]:.4f}")
+            targets.check("[kubernetes] no failed polls while counting requests", not poll_errors, f"{poll_errors} errors")
+            await compare(service, "kube-bench", duration, "kubernetes", targets)
         finally:
             service.stop()
 
@@ -272,24 +288,27 @@ def play_operator(kube, ns: str, obj: dict) -> None:
     ], "startTime": now}}, subresource="status")
 
 
-async def run(duration: float, which: str) -> None:
+async def run(duration: float, which: str, targets: Targets) -> None:
     _, hub_url = fake_hub(POLLERS)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if which in ("all", "local"):
             (tmp / "local").mkdir()
-            await local_backend(tmp / "local", hub_url, duration)
+            await local_backend(tmp / "local", hub_url, duration, targets)
         if which in ("all", "kubernetes"):
             (tmp / "kube").mkdir()
-            await kubernetes_backend(tmp / "kube", hub_url, duration)
+            await kubernetes_backend(tmp / "kube", hub_url, duration, targets)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     parser.add_argument("--backend", choices=["all", "local", "kubernetes"], default="all")
+    add_argument(parser)
     args = parser.parse_args()
-    asyncio.run(run(args.duration, args.backend))
+    targets = Targets.from_args(__file__, args)
+    asyncio.run(run(args.duration, args.backend, targets))
+    targets.exit()
 
 
 if __name__ == "__main__":

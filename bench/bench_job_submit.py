@@ -40,6 +40,9 @@ from jupyter_kubeai.jobs.submission import finish_submission, prepare_submission
 
 from fakehub import ACCESS, SERVICE_TOKEN, FakeHubState, make_fake_hub  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from targets import Targets, add_argument  # noqa: E402
+
 MARKER = "KUBEAI-BENCH-FIRST-LINE"
 RANKS = 2
 NOTEBOOK = nbformat.v4.new_notebook(cells=[
@@ -185,12 +188,17 @@ async def run(rounds: int) -> None:
           f"(min {min(submit):.2f}, max {max(submit):.2f})")
     print(f"direct torchrun-to-first-line (baseline), median of {rounds}: {b:.2f} s "
           f"(min {min(direct):.2f}, max {max(direct):.2f})")
-    print(f"ratio: {a / b:.2f}; target <= 1.15: {'OK' if a / b <= 1.15 else 'OVER TARGET'}")
+    print(f"ratio: {a / b:.2f}")
+    targets = Targets(__file__)
+    targets.check(f"submit-to-first-line / direct torchrun <= 1.15 ({RANKS} ranks, medians)", a / b <= 1.15,
+                  f"{a:.2f} s / {b:.2f} s = {a / b:.2f}")
+    targets.exit()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
+    add_argument(parser)
     asyncio.run(run(parser.parse_args().rounds))
 
 

@@ -28,6 +28,9 @@ from jupyter_kubeai.store.schema import open_engine, upgrade  # noqa: E402
 
 from kubefake import FakeUser, fake_kubernetes, make_spawner  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from targets import Targets  # noqa: E402
+
 N = 20
 GROUPS = ["vision", "nlp"]
 
@@ -76,7 +79,8 @@ async def count(kube, make, user_pvc: bool) -> tuple[float, Counter, int]:
     return len(calls) / N, keys, pvc_creates
 
 
-async def main() -> int:
+async def main() -> None:
+    targets = Targets(__file__)
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'kubeai.sqlite'}"
         seed(url)
@@ -84,7 +88,6 @@ async def main() -> int:
         def ours(user, user_pvc):
             return make_spawner(user, spawner_class=KubeAISpawner, catalog_url=url, user_pvc=user_pvc)
 
-        status = 0
         for user_pvc in (False, True):
             results = {}
             for name, make in (("stock KubeSpawner", stock), ("KubeAISpawner", ours)):
@@ -99,11 +102,10 @@ async def main() -> int:
             ratio = ours_n / stock_n
             pvc_extra = results["KubeAISpawner"][2] / N
             print(f"  ratio ours/stock: {ratio:.2f} (PVC creates per spawn: {pvc_extra:g})")
-            if ours_n > stock_n + pvc_extra:
-                print("  OVER TARGET")
-                status = 1
-        return status
+            targets.check(f"{storage}: requests per spawn <= stock KubeSpawner's + PVC creates", ours_n <= stock_n + pvc_extra,
+                          f"{ours_n:.2f} vs {stock_n:.2f} + {pvc_extra:g}, ratio {ratio:.2f}")
+    targets.exit()
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    asyncio.run(main())

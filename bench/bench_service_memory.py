@@ -21,6 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from bench_spawn_options import make_catalog  # noqa: E402
 from processes import LocalHub  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from targets import Targets  # noqa: E402
+
 
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -57,7 +60,11 @@ def main() -> None:
         big_mb, big_n = measure(tmp / "big", big)
     print(f"hub service RSS with the demo catalog ({demo_n} entries): {demo_mb:.1f} MB (baseline)")
     print(f"hub service RSS with {big_n} catalog entries loaded and served: {big_mb:.1f} MB")
-    print(f"ratio: {big_mb / demo_mb:.2f}; target under 150 MB: {'OK' if big_mb < 150 else 'OVER TARGET'}")
+    print(f"ratio: {big_mb / demo_mb:.2f}")
+    targets = Targets(__file__)
+    targets.check(f"hub service RSS with {big_n} catalog entries under 150 MB", big_mb < 150,
+                  f"{big_mb:.1f} MB (baseline {demo_mb:.1f} MB)")
+    targets.exit()
 
 
 if __name__ == "__main__":

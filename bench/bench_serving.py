@@ -30,15 +30,31 @@ JSON decoding and encoding are left out of the floor (they are work the
 server does, so they count against its margin); the report also shows the
 floor with them, for reference.
 
+The version switch: the hub service itself (``python -m
+jupyter_kubeai.service``, local mode, against a fake hub API in this
+process) with its real ``LocalServing`` backend; version 1 and 2 of the
+scikit-learn model (2 has the labels flipped, so every answer tells which
+version gave it) are registered and version 1 deployed through its REST
+API. The generator (switch mode) then keeps 32 requests in flight on the
+service's stable URL ``/services/kubeai/serve/<service>/v1/models/...``
+while the service is updated to version 2 (``PATCH api/services/<name>``)
+and rolled back (``POST .../rollback``), ``--duration`` s in each state.
+Every request counts: an error status, a wrong answer, a connection lost
+or a request unanswered 10 s after the end is a failure. Printed per phase:
+requests, failures, and the share answered by each version.
+
 Targets (issue 5): at concurrency 32 with batching >= 3x KServe's req/s
 with p99 no worse; at concurrency 1 p50 within 0.3 ms of the floor; runtime
-RSS with the scikit-learn model < 200 MB.
+RSS with the scikit-learn model < 200 MB; zero failed requests during a
+version switch under that load. Verdicts and the exit status: bench/targets.py
+(a target not measured, e.g. KServe could not be installed, fails the run
+unless ``--allow-missing-baseline``).
 
-    .venv/bin/python bench/bench_serving.py [--duration 4] [--no-kserve]
-        [--concurrency 1,8,32] [--models sklearn,torch] [--compare DIR]
+    .venv/bin/python bench/bench_serving.py [--duration 4] [--no-kserve] [--no-switch]
+        [--concurrency 1,8,32] [--models sklearn,torch] [--compare DIR] [--allow-missing-baseline]
 
-``--concurrency 1 --no-kserve`` checks the c=1 target alone in a few
-seconds; ``--compare DIR`` adds a row for the runtime as found in ``DIR``
+``--concurrency 1 --no-kserve --no-switch --allow-missing-baseline`` checks
+the c=1 target alone in a few seconds; ``--compare DIR`` adds a row for the runtime as found in ``DIR``
 (a checkout of another revision: ``git worktree add DIR REV``), run the same
 way in the same run, for before/after figures on a noisy machine.
 """
@@ -57,9 +73,13 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from targets import Targets, add_argument  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 KSERVE_VENV = REPO / ".bench-venvs" / "kserve"
 CONCURRENCY = (1, 8, 32)
+SWITCH_CONCURRENCY = 32
 N_BODIES = 256
 FEATURES = 20
 
@@ -84,9 +104,12 @@ class _Conn(asyncio.Protocol):
         if self.gen.stopped:
             self.transport.close()
             return
+        if self.gen.draining:  # switch mode, stopping: no new requests, the connection stays open
+            return
         self.idx = self.next % len(self.gen.requests)
         self.next += 7
         self.t0 = time.perf_counter()
+        self.gen.inflight.add(self)
         self.transport.write(self.gen.requests[self.idx])
 
     def data_received(self, data):
@@ -109,53 +132,138 @@ class _Conn(asyncio.Protocol):
                 return
             response, self.buf = self.buf[:self.need], self.buf[self.need:]
             self.need = None
+            self.gen.inflight.discard(self)
             self.gen.done(self.idx, time.perf_counter() - self.t0, response, self.head_end)
             self._send()
 
     def connection_lost(self, exc):
-        if not self.gen.stopped:
-            self.gen.fail(f"connection lost: {exc}")
+        if self.gen.stopped:
+            return
+        if self in self.gen.inflight:  # a request without an answer
+            self.gen.inflight.discard(self)
+            self.gen.fail(f"connection lost with a request in flight: {exc}")
+        else:
+            self.gen.fail(f"connection closed by the server: {exc}")
+        if not self.gen.draining:  # keep the concurrency: open another connection
+            self.gen.reconnect(self.next)
 
 
 class LoadGen:
-    def __init__(self, requests: list[bytes], expected: list, tolerance: float | None):
+    """Closed loop: every connection sends its next request when the answer to the last one is in.
+
+    ``expected`` holds the right answer to each request; with ``versions``
+    (``{version: expected}``, switch mode) an answer is right when it is one
+    version's, and the answers are counted per version and per phase.
+    """
+
+    def __init__(self, requests: list[bytes], expected: list | None, tolerance: float | None,
+                 versions: dict[str, list] | None = None):
         self.requests = requests
         self.expected = expected
         self.tolerance = tolerance
+        self.versions = versions
         self.recording = False
         self.stopped = False
+        self.draining = False
+        self.inflight: set[_Conn] = set()
         self.latencies: list[float] = []
         self.errors = 0
         self.first_error = None
+        self.phases: list[dict] = []
+        self.host, self.port = "127.0.0.1", 0
 
     def fail(self, why: str):
         if self.recording:
             self.errors += 1
+            if self.phases:
+                self.phases[-1]["failures"] += 1
         self.first_error = self.first_error or why
 
-    def _correct(self, idx: int, body: bytes) -> bool:
-        if self.expected is None:
-            return True
+    def reconnect(self, idx: int) -> None:
+        loop = asyncio.get_running_loop()
+        loop.create_task(loop.create_connection(lambda: _Conn(self, idx), self.host, self.port))
+
+    def mark(self, label: str) -> None:
+        """Switch mode: start a new phase."""
+        self.phases.append({"label": label, "requests": 0, "failures": 0,
+                            "by_version": {v: 0 for v in self.versions or {}}, "last_version": None})
+
+    @staticmethod
+    def _matches(got, want, tolerance) -> bool:
+        if len(got) != len(want):
+            return False
+        if tolerance is None:
+            return got == want
+        return all(abs(a - b) <= tolerance * (1 + abs(b)) for ga, wa in zip(got, want) for a, b in zip(ga, wa))
+
+    def _which(self, idx: int, body: bytes) -> str | None:
+        """The version whose answer this is ("" when any answer will do), or None for a wrong answer."""
+        if self.expected is None and self.versions is None:
+            return ""
         try:
             got = json.loads(body)["predictions"]
         except (ValueError, KeyError, TypeError):
-            return False
-        want = self.expected[idx]
-        if len(got) != len(want):
-            return False
-        if self.tolerance is None:
-            return got == want
-        return all(abs(a - b) <= self.tolerance * (1 + abs(b)) for ga, wa in zip(got, want) for a, b in zip(ga, wa))
+            return None
+        if self.versions is None:
+            return "" if self._matches(got, self.expected[idx], self.tolerance) else None
+        return next((v for v, expected in self.versions.items() if self._matches(got, expected[idx], self.tolerance)), None)
 
     def done(self, idx: int, seconds: float, response: bytes, head_end: int):
-        if response[9:12] != b"200" or not self._correct(idx, response[head_end:]):
+        version = self._which(idx, response[head_end:]) if response[9:12] == b"200" else None
+        if version is None:
             self.fail(f"bad answer: {response[:300]!r}")
             return
         if self.recording:
             self.latencies.append(seconds)
+            if self.phases:
+                phase = self.phases[-1]
+                phase["requests"] += 1
+                phase["by_version"][version] += 1
+                phase["last_version"] = version
+
+    def _percentiles(self) -> dict:
+        lat = sorted(self.latencies)
+
+        def pct(p):
+            return 1000 * lat[min(len(lat) - 1, int(p / 100 * len(lat)))] if lat else float("nan")
+
+        return {"p50_ms": pct(50), "p99_ms": pct(99), "max_ms": 1000 * lat[-1] if lat else float("nan")}
+
+    async def run_switch(self, host: str, port: int, concurrency: int, drain_timeout: float = 10.0) -> dict:
+        """Switch mode: load from the start, a new phase for every ``mark <label>`` line on stdin, until ``stop``.
+
+        Every request counts, from the first: one that gets no answer within
+        ``drain_timeout`` s of ``stop`` is a failure too.
+        """
+        loop = asyncio.get_running_loop()
+        self.host, self.port = host, port
+        self.recording = True
+        self.mark("start")
+        for i in range(concurrency):
+            await loop.create_connection(lambda i=i: _Conn(self, i * 37), host, port)
+        print(json.dumps({"event": "started"}), flush=True)
+        while True:
+            command = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
+            if command.startswith("mark "):
+                self.mark(command[5:])
+            elif not command or command == "stop":
+                break
+        self.draining = True
+        deadline = loop.time() + drain_timeout
+        while self.inflight and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for _ in list(self.inflight):
+            self.fail(f"no answer within {drain_timeout:.0f} s")
+        self.recording = False
+        self.stopped = True
+        for conn in list(self.inflight):
+            conn.transport.close()
+        return {"phases": self.phases, "requests": sum(p["requests"] for p in self.phases), "errors": self.errors,
+                "first_error": self.first_error, **self._percentiles()}
 
     async def run(self, host: str, port: int, concurrency: int, warmup: float, duration: float) -> dict:
         loop = asyncio.get_running_loop()
+        self.host, self.port = host, port
         for i in range(concurrency):
             await loop.create_connection(lambda i=i: _Conn(self, i * 37), host, port)
         await asyncio.sleep(warmup)
@@ -175,16 +283,20 @@ class LoadGen:
                 "p99_ms": pct(99), "first_error": self.first_error}
 
 
-def http_request(path: str, body: bytes) -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+def http_request(path: str, body: bytes, headers: dict | None = None) -> bytes:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{extra}"
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
 def loadgen_main(args) -> None:
     spec = json.loads(Path(args.spec).read_text())
-    requests = [http_request(spec["path"], body.encode()) for body in spec["bodies"]]
-    gen = LoadGen(requests, spec.get("expected"), spec.get("tolerance"))
-    result = asyncio.run(gen.run("127.0.0.1", args.port, args.concurrency, args.warmup, args.duration))
+    requests = [http_request(spec["path"], body.encode(), spec.get("headers")) for body in spec["bodies"]]
+    gen = LoadGen(requests, spec.get("expected"), spec.get("tolerance"), spec.get("versions"))
+    if args.switch:
+        result = asyncio.run(gen.run_switch("127.0.0.1", args.port, args.concurrency))
+    else:
+        result = asyncio.run(gen.run("127.0.0.1", args.port, args.concurrency, args.warmup, args.duration))
     print(json.dumps(result))
 
 
@@ -273,13 +385,13 @@ if __name__ == "__main__":
 '''
 
 
-def ensure_kserve(versions: dict) -> Path | None:
-    """The kserve environment's python, installing it on first use; None when it cannot be had."""
+def ensure_kserve(versions: dict) -> tuple[Path | None, str]:
+    """The kserve environment's python, installing it on first use; (None, why) when it cannot be had."""
     python = KSERVE_VENV / "bin" / "python"
     wanted = ["kserve", f"scikit-learn=={versions['sklearn']}", "joblib", f"torch=={versions['torch']}", "numpy"]
     if python.exists() and subprocess.call([str(python), "-c", "import kserve, sklearn, torch, joblib"],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) == 0:
-        return python
+        return python, ""
     print(f"Installing KServe into {KSERVE_VENV} (once; ~2 minutes) ...", flush=True)
     try:
         if not python.exists():
@@ -288,8 +400,8 @@ def ensure_kserve(versions: dict) -> Path | None:
         subprocess.run([str(python), "-m", "pip", "install", "-q", *wanted], check=True, timeout=900)
     except (subprocess.SubprocessError, OSError) as e:
         print(f"KServe could not be installed ({e}); its rows are left out.", flush=True)
-        return None
-    return python
+        return None, f"KServe could not be installed into {KSERVE_VENV}: {e}"
+    return python, ""
 
 
 # --------------------------------------------------------------------------
@@ -375,6 +487,9 @@ def make_models(work: Path):
     y = (X @ rng.normal(size=FEATURES) > 0).astype(int)
     (work / "sklearn").mkdir()
     joblib.dump(LogisticRegression(max_iter=500).fit(X, y), work / "sklearn" / "model.joblib")
+    # Version 2 for the switch: the same data with the labels flipped, so every answer tells the version.
+    (work / "sklearn-v2").mkdir()
+    joblib.dump(LogisticRegression(max_iter=500).fit(X, 1 - y), work / "sklearn-v2" / "model.joblib")
 
     torch.manual_seed(0)
     mlp = torch.nn.Sequential(torch.nn.Linear(FEATURES, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
@@ -425,6 +540,139 @@ def measure_floor(model_dir: Path, instances_file: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# --------------------------------------------------------------------------
+# Version switch under load: the real hub service and its LocalServing backend
+# --------------------------------------------------------------------------
+
+SWITCH_MODEL, SWITCH_SERVICE = "bench-clf", "bench-clf-api"
+
+
+async def switch_under_load(work: Path, bodies: list[str], expected: dict[str, list], concurrency: int,
+                            phase_s: float) -> dict:
+    """Deploy version 1 through the hub service's REST API, load it, update to 2 and roll back; the loadgen's result.
+
+    The hub service (``python -m jupyter_kubeai.service``, local mode, its
+    ``LocalServing`` backend) runs pinned to the servers' CPU, so the model
+    servers it starts are too; the load goes to the service's stable URL
+    ``/services/kubeai/serve/<service>/...`` (authenticated, proxied to the
+    version being served), as users' clients reach it.
+    """
+    import aiohttp
+    from bench_job_status import PREFIX, ServiceProcess, fake_hub, request
+
+    root = work / "switch"
+    share = root / "share"
+    for version, folder in (("1", "sklearn"), ("2", "sklearn-v2")):
+        target = share / "users" / "alice" / "bench" / f"v{version}"
+        target.mkdir(parents=True)
+        shutil.copy(work / folder / "model.joblib", target / "model.joblib")
+    _, hub_url = fake_hub(0)
+    service = ServiceProcess(root, hub_url, "--KubeAIService.mode=local", f"--KubeAIService.share_root={share}",
+                             f"--LocalBackend.share_root={share}", "--LocalBackend.local_gpus=0",
+                             "--LocalServing.local_gpus=0", prefix=pin(0))
+    await service.start()
+    loadgen = None
+    timings = {}
+    try:
+        async with aiohttp.ClientSession() as session:
+            async def api(method, path, body=None, want=200):
+                code, answer = await request(session, method, service.url + path, "alice-token", body)
+                if code != want:
+                    raise RuntimeError(f"{method} {path}: {code} {answer}")
+                return answer
+
+            for version in ("1", "2"):
+                answer = await api("POST", "api/models", {"name": SWITCH_MODEL, "path": f"bench/v{version}/model.joblib"},
+                                   want=201)
+                assert str(answer["version"]["version"]) == version, answer
+            svc = await api("POST", "api/services", {"name": SWITCH_SERVICE, "model_id": answer["model"]["id"], "version": 1},
+                            want=201)
+            assert (svc["state"], svc["serving_version"]) == ("Ready", 1), svc
+
+            # The stable URL, as the service's status gives it (the name the model answers under: the
+            # service's where the status says so, else the model's).
+            endpoint = svc.get("endpoint") or f"{PREFIX}serve/{SWITCH_SERVICE}/"
+            served = svc.get("served_name") or SWITCH_MODEL
+            spec = work / "switch-spec.json"
+            spec.write_text(json.dumps({
+                "path": f"{endpoint.rstrip('/')}/v1/models/{served}:predict",
+                "headers": {"Authorization": "token alice-token"}, "bodies": bodies, "versions": expected,
+            }))
+            loadgen = await asyncio.create_subprocess_exec(
+                *pin(1), sys.executable, __file__, "loadgen", "--switch", "--spec", str(spec), "--port", str(service.port),
+                "--concurrency", str(concurrency), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            started = await asyncio.wait_for(loadgen.stdout.readline(), 60)
+            if not started:
+                raise RuntimeError("load generator failed: " + (await loadgen.stderr.read()).decode()[-2000:])
+
+            async def mark(label):
+                loadgen.stdin.write(f"mark {label}\n".encode())
+                await loadgen.stdin.drain()
+
+            await mark("version 1 serving")
+            await asyncio.sleep(phase_s)
+            await mark("updating to 2 (version 2 starting)")
+            t0 = time.monotonic()
+            svc = await api("PATCH", f"api/services/{SWITCH_SERVICE}", {"version": 2})
+            timings["update"] = time.monotonic() - t0
+            assert svc["serving_version"] == 2, svc
+            await mark("switched to 2 (version 1 draining, then gone)")
+            await asyncio.sleep(phase_s)
+            await mark("rolling back to 1 (version 1 starting)")
+            t0 = time.monotonic()
+            svc = await api("POST", f"api/services/{SWITCH_SERVICE}/rollback", {})
+            timings["rollback"] = time.monotonic() - t0
+            assert svc["serving_version"] == 1, svc
+            await mark("rolled back to 1 (version 2 draining, then gone)")
+            await asyncio.sleep(phase_s)
+            loadgen.stdin.write(b"stop\n")
+            await loadgen.stdin.drain()
+            out, err = await asyncio.wait_for(loadgen.communicate(), 60)
+            if loadgen.returncode != 0:
+                raise RuntimeError(f"load generator failed: {err.decode()[-2000:]}")
+            await api("DELETE", f"api/services/{SWITCH_SERVICE}", want=204)
+    finally:
+        if loadgen is not None and loadgen.returncode is None:
+            loadgen.kill()
+            await loadgen.wait()
+        service.stop()
+        for record in (root / "services").glob("*.json"):  # a model server left behind by a failed run
+            try:
+                os.kill(json.loads(record.read_text())["pid"], signal.SIGTERM)
+            except (OSError, ValueError, KeyError):
+                pass
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    return {**result, "timings": timings}
+
+
+def report_switch(result: dict, concurrency: int, targets) -> None:
+    print(f"\nversion switch under load: sklearn, c={concurrency}, through the hub service's stable URL "
+          f"(local mode, LocalServing), update 1 -> 2 took {result['timings']['update']:.2f} s, "
+          f"rollback 2 -> 1 {result['timings']['rollback']:.2f} s")
+    print(f"  {'phase':48} {'requests':>8} {'failures':>8} {'v1':>7} {'v2':>7}")
+    for phase in result["phases"]:
+        if phase["label"] == "start" and not phase["requests"] and not phase["failures"]:
+            continue
+        n = phase["requests"] or 1
+        print(f"  {phase['label']:48} {phase['requests']:>8} {phase['failures']:>8} "
+              f"{phase['by_version']['1'] / n:>7.1%} {phase['by_version']['2'] / n:>7.1%}")
+    total = result["requests"]
+    by_version = {v: sum(p["by_version"][v] for p in result["phases"]) for v in ("1", "2")}
+    print(f"  {'all':48} {total:>8} {result['errors']:>8} {by_version['1'] / max(total, 1):>7.1%} "
+          f"{by_version['2'] / max(total, 1):>7.1%}")
+    print(f"  latency through the proxy over the whole run: p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, "
+          f"max {result['max_ms']:.1f} ms" + (f"; first failure: {result['first_error']}" if result["first_error"] else ""))
+    print("\nTargets (version switch):")
+    targets.check(f"zero failed requests during a version switch at c={concurrency}", result["errors"] == 0,
+                  f"{result['errors']} failed of {total + result['errors']} requests")
+    phases = {p["label"].split(" (")[0]: p for p in result["phases"]}
+    after_switch, after_rollback = phases["switched to 2"], phases["rolled back to 1"]
+    switched = after_switch["last_version"] == "2" and after_rollback["last_version"] == "1" and by_version["2"] > 0
+    targets.check("answers switched to version 2 and back to 1", switched,
+                  f"last answer after the update: v{after_switch['last_version']}, after the rollback: "
+                  f"v{after_rollback['last_version']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
@@ -434,6 +682,7 @@ def main() -> None:
     lg.add_argument("--concurrency", type=int, default=1)
     lg.add_argument("--warmup", type=float, default=1.0)
     lg.add_argument("--duration", type=float, default=4.0)
+    lg.add_argument("--switch", action="store_true", help="switch mode: phases marked on stdin until 'stop'")
     ns = sub.add_parser("null-server")
     ns.add_argument("--port", type=int, required=True)
     fl = sub.add_parser("floor")
@@ -445,6 +694,8 @@ def main() -> None:
                         help="comma-separated concurrencies (default: 1,8,32)")
     parser.add_argument("--models", default="sklearn,torch", help="comma-separated: sklearn, torch")
     parser.add_argument("--compare", metavar="DIR", help="also run the runtime from DIR (another checkout), same settings")
+    parser.add_argument("--no-switch", action="store_true", help="leave out the version switch under load")
+    add_argument(parser)
     args = parser.parse_args()
     if args.command == "loadgen":
         return loadgen_main(args)
@@ -461,7 +712,9 @@ def main() -> None:
     from jupyter_kubeai.serving.predictors import load_predictor
 
     versions = {"sklearn": sklearn.__version__, "torch": torch.__version__.split("+")[0]}
-    kserve_python = None if args.no_kserve else ensure_kserve(versions)
+    kserve_python, no_kserve_why = (None, "KServe left out (--no-kserve)") if args.no_kserve else ensure_kserve(versions)
+    targets = Targets.from_args(__file__, args)
+    switch = None
     warmup, duration = 1.0, args.duration
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     kinds = [k for k in args.models.split(",") if k]
@@ -476,12 +729,15 @@ def main() -> None:
 
         # Expected answers and floors, in-process, with the runtime's own predictor classes.
         models = {}
-        for kind, dtype, tol in (("sklearn", None, None), ("torch", "float32", 1e-4)):
+        for kind, dtype, tol in (("sklearn", None, None), ("torch", "float32", 1e-4), ("sklearn-v2", None, None)):
             predictor = load_predictor(read_model_dir(work / kind))
             expected = [predictor.predict(np.asarray([inst], dtype=dtype)).tolist() for inst in instances]
+            models.setdefault(kind, {})["expected"] = expected
+            if kind == "sklearn-v2":
+                continue
             spec = work / f"{kind}-spec.json"
             spec.write_text(json.dumps({"path": "/v1/models/m:predict", "bodies": bodies, "expected": expected, "tolerance": tol}))
-            models[kind] = {"spec": spec}
+            models[kind]["spec"] = spec
 
         # The load generator's ceiling.
         null_port = free_port()
@@ -532,6 +788,11 @@ def main() -> None:
                 for s in servers:
                     s.stop()
 
+        if not args.no_switch:  # after the other runs, so that nothing else runs meanwhile
+            switch = asyncio.run(switch_under_load(
+                work, bodies, {"1": models["sklearn"]["expected"], "2": models["sklearn-v2"]["expected"]},
+                SWITCH_CONCURRENCY, max(2.0, duration)))
+
     # Report.
     def find(kind, label, c):
         return next((r for r in rows if r["model"] == kind and r["server"] == label and r["c"] == c), None)
@@ -552,35 +813,47 @@ def main() -> None:
           "p50 of 2,000 calls; + JSON: with json.loads of the body and json.dumps of the answer)")
     print("\nRSS after the runs (MB): " + ", ".join(f"{k} / {label}: {v:.0f}" for (k, label), v in rss.items()))
 
+    if switch is not None:
+        report_switch(switch, SWITCH_CONCURRENCY, targets)
+    else:
+        print("\nTargets (version switch):")
+        targets.not_measured(f"zero failed requests during a version switch at c={SWITCH_CONCURRENCY}",
+                             "left out (--no-switch)")
+
     print("\nTargets:")
-    checks = []
     for kind in kinds:
+        name = f"{kind}: c=1 p50 within 0.3 ms of the in-process floor"
         b1 = find(kind, "runtime, batching", 1)
         if b1 is None:
+            targets.not_measured(name, "c=1 left out by --concurrency")
             continue
         gap = b1["p50_ms"] - models[kind]["floor"]
-        checks.append((f"{kind}: c=1 p50 {b1['p50_ms']:.3f} ms is {gap:.3f} ms over the in-process floor "
-                       f"{models[kind]['floor']:.3f} ms (target <= 0.3; the generator and loopback alone take "
-                       f"{ceiling[1]['p50_ms']:.3f} ms of it)", gap <= 0.3))
+        targets.check(name, gap <= 0.3,
+                      f"p50 {b1['p50_ms']:.3f} ms is {gap:.3f} ms over the floor {models[kind]['floor']:.3f} ms "
+                      f"(the generator and loopback alone take {ceiling[1]['p50_ms']:.3f} ms of it)")
     for kind in kinds:
+        rps_name = f"{kind}: c=32 with batching >= 3x KServe's req/s"
+        p99_name = f"{kind}: c=32 with batching p99 no worse than KServe's"
         b32, k32 = find(kind, "runtime, batching", 32), find(kind, "KServe", 32)
         if b32 is None:
-            continue
-        if k32:
-            checks.append((f"{kind}: c=32 batching {b32['rps']:.0f} req/s = {b32['rps'] / k32['rps']:.2f}x KServe's "
-                           f"{k32['rps']:.0f} (target >= 3)", b32["rps"] >= 3 * k32["rps"]))
-            checks.append((f"{kind}: c=32 batching p99 {b32['p99_ms']:.2f} ms vs KServe's {k32['p99_ms']:.2f} ms (target: no worse)",
-                           b32["p99_ms"] <= k32["p99_ms"]))
+            for name in (rps_name, p99_name):
+                targets.not_measured(name, "c=32 left out by --concurrency")
+        elif k32 is None:
+            for name in (rps_name, p99_name):
+                targets.not_measured(name, no_kserve_why)
         else:
-            print(f"  {kind}: KServe not measured (not installed); no ratios.")
+            targets.check(rps_name, b32["rps"] >= 3 * k32["rps"],
+                          f"{b32['rps']:.0f} req/s = {b32['rps'] / k32['rps']:.2f}x KServe's {k32['rps']:.0f}")
+            targets.check(p99_name, b32["p99_ms"] <= k32["p99_ms"],
+                          f"p99 {b32['p99_ms']:.2f} ms vs KServe's {k32['p99_ms']:.2f} ms")
     sk = rss.get(("sklearn", "runtime, batching"))
-    if sk is not None:
-        checks.append((f"sklearn: runtime RSS {sk:.0f} MB (target < 200)", sk < 200))
-    checks.append(("no failed or wrong answers", not failures))
-    for text, ok in checks:
-        print(f"  [{'ok' if ok else 'MISSED'}] {text}")
-    for f in failures:
-        print("  error:", f)
+    if sk is None:
+        targets.not_measured("sklearn: runtime RSS under 200 MB", "the sklearn model left out by --models")
+    else:
+        targets.check("sklearn: runtime RSS under 200 MB", sk < 200, f"{sk:.0f} MB")
+    targets.check("no failed or wrong answers in the load runs", not failures,
+                  "; ".join(failures) if failures else f"{sum(r['requests'] for r in rows)} answers checked")
+    targets.exit()
 
 
 if __name__ == "__main__":
