@@ -11,7 +11,7 @@ import pytest
 
 from jupyter_kubeai.errors import InvalidInput
 from jupyter_kubeai.serving import protocol
-from jupyter_kubeai.serving.batching import Batcher, Runner, predict_batch
+from jupyter_kubeai.serving.batching import LATER, Batcher, Runner, predict_batch
 from jupyter_kubeai.serving.metrics import Metrics
 from jupyter_kubeai.serving.model_dir import ModelInfo, Signature, TensorSpec, read_model_dir, write_model_json
 from jupyter_kubeai.serving.predictors import Predictor
@@ -252,3 +252,49 @@ async def test_metadata_signature_is_model_json_s_else_the_predictors_hint(tmp_p
     assert await reported(signature=given, config={"hint": hint}) == Signature((TensorSpec("features", None, (-1, 3)),))
     assert await reported(config={"hint": "broken"}) == Signature()
     assert await reported() == Signature()
+
+
+async def test_batcher_reads_other_active_clients_before_sending():
+    """Requests other clients have sent but the loop has not read yet join the batch; with none active, no wait."""
+    for active, expected in ((4, [3]), (1, [1, 2])):
+        p = CountingPredictor(delay=0)
+        later: list[asyncio.Task] = []
+        loop = asyncio.get_running_loop()
+
+        def peers():
+            # The moment the batch decides, two more requests are in other sockets: read on the next turn.
+            if batcher._active and not later:
+                for i in (1, 2):
+                    later.append(loop.create_task(batcher.submit(p.predict, protocol.Work([i], 1, ("json",)))))
+            return active
+
+        with ThreadPoolExecutor(1) as pool:
+            batcher = Batcher(pool, Metrics("m"), max_batch_size=8, max_latency=1.0, peers=peers)
+            assert await batcher.submit(p.predict, protocol.Work([0], 1, ("json",))) == [0]
+            assert await asyncio.gather(*later) == [[10], [20]]
+            await batcher.close()
+        assert p.calls == expected, (active, p.calls)
+
+
+async def test_batcher_with_other_active_clients_defers_the_inline_path_and_predicts_fast_batches_on_the_loop():
+    threads = []
+
+    def predict(payload):
+        threads.append(threading.current_thread())
+        return [1 for _ in payload]
+
+    active = [1]
+    with ThreadPoolExecutor(1) as pool:
+        batcher = Batcher(pool, Metrics("m"), max_batch_size=8, max_latency=0.5, inline_max=0.01,
+                          peers=lambda: active[0])
+        for _ in range(inline_warmup()):
+            await batcher.submit(predict, protocol.Work([0], 1, ("json",)))
+        work = protocol.Work([0], 1, ("json",))
+        assert batcher.try_now(predict, work) is not LATER  # a lone client: answered in this turn
+        active[0] = 3
+        assert batcher.try_now(predict, work) is LATER  # others may join: through the batch
+        threads.clear()
+        answers = await asyncio.gather(*(batcher.submit(predict, protocol.Work([0], 1, ("json",))) for _ in range(3)))
+        assert answers == [[1]] * 3
+        assert threads == [threading.main_thread()]  # one call, for the three, on the loop: no thread hop
+        await batcher.close()

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import secrets
 import shutil
@@ -44,7 +43,16 @@ from pathlib import Path
 from ..errors import Forbidden, InvalidInput, NotFound
 from ..local.share import LocalShare
 from ..naming import slug
-from ..serving.model_dir import DATATYPES, FORMATS, MODEL_JSON, PREDICTOR_FILE, SKLEARN_FILES, TORCHSCRIPT_FILE, write_model_json
+from ..serving.model_dir import (
+    DATATYPES,
+    FORMATS,
+    MODEL_JSON,
+    PREDICTOR_FILE,
+    SKLEARN_FILES,
+    TORCHSCRIPT_FILE,
+    read_model_json,
+    write_model_json,
+)
 
 MODELS_FOLDER = "models"
 #: The file name the runtime looks for, per format (a single registered file is renamed to it).
@@ -287,19 +295,11 @@ def detect_format(source: Path) -> str:
 
 def _own_model_json(staging: Path) -> dict:
     """The model.json the job wrote into the folder (already copied), or {}."""
-    path = staging / MODEL_JSON
-    if not path.is_file():
-        return {}
-    if path.stat().st_size > MAX_MODEL_JSON:
-        raise InvalidInput(f"The folder's {MODEL_JSON} is over {MAX_MODEL_JSON // 1024} KiB; it should hold only the "
-                           "format, signature and config.")
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise InvalidInput(f"The folder's {MODEL_JSON} is not valid JSON ({e}); fix or remove it.") from None
-    if not isinstance(doc, dict):
-        raise InvalidInput(f"The folder's {MODEL_JSON} must hold a JSON object; fix or remove it.")
-    return doc
+        return read_model_json(staging, max_bytes=MAX_MODEL_JSON)
+    except InvalidInput as e:
+        # Name it as the user knows it, not by the registry's staging folder.
+        raise InvalidInput(e.message.replace(str(staging / MODEL_JSON), f"The folder's {MODEL_JSON}")) from None
 
 
 def checksum(folder: Path) -> str:

@@ -16,13 +16,22 @@
   request on an idle server is sent at once (batching adds no latency at low
   load), and with 8 clients and room for 16 the batch does not sit out
   ``max_latency`` for requests that cannot come before it answers.
+- Requests already sent but not yet read count as arriving too: when more
+  connections are active (``peers()``: a request in the last 50 ms) than
+  the batch and the queue account for, the batch lets the event loop run a
+  few turns (``PEEK_TURNS``, microseconds each) before it goes, so requests
+  sitting unread in other connections' sockets are read and join it. Under
+  load from many clients this is what makes batches form at all: the loop
+  reads one socket per callback, and without it each batch would leave
+  with the one request read so far. With one active client it costs nothing.
 - While one batch runs, the next one gathers; under load batches grow by
   themselves up to ``max_batch_size``.
 - If a batched ``predict`` fails, each request of the batch is retried on its
   own, so one bad request fails alone.
 
 Both run a *fast predict inline* (:class:`InlinePolicy`): when nothing else
-is queued, running or being read, and this predictor's recent lone calls
+is queued, running or being read (for the batcher: and no other client is
+active, whose request could join a batch), and this predictor's recent calls
 took under ``inline_max`` seconds each (measured over at least
 ``InlinePolicy.WARMUP`` calls; a new or reloaded predictor starts in the
 thread pool), ``predict`` runs on the event loop thread itself. At
@@ -34,7 +43,9 @@ reads nothing else, exactly as if the pool thread held the GIL, which a
 pure-Python or small numpy ``predict`` does anyway. A slow call (a
 ``time.sleep``, I/O, a big input) raises the average, and later calls go
 back to the pool until fast calls bring it down again; requests with more
-instances than usual are estimated in proportion. ``inline_max = 0`` turns
+instances than usual are estimated in proportion. A gathered batch whose
+estimate is under ``inline_max`` is predicted on the loop too: batching
+then saves the per-request model call without adding a thread hop. ``inline_max = 0`` turns
 this off (every call in the pool).
 """
 
@@ -197,13 +208,18 @@ class _Pending:
 class Batcher:
     """Batching on: see the module docstring."""
 
+    #: Event-loop turns a batch lets run for requests sent on other connections but not yet read.
+    PEEK_TURNS = 2
+
     def __init__(self, executor: Executor, metrics, *, max_batch_size: int, max_latency: float,
-                 arriving: Callable[[], int] = lambda: 0, inline_max: float = 0.0):
+                 arriving: Callable[[], int] = lambda: 0, inline_max: float = 0.0,
+                 peers: Callable[[], int] = lambda: 0):
         self.executor = executor
         self.metrics = metrics
         self.max_batch_size = max_batch_size
         self.max_latency = max_latency
         self.arriving = arriving
+        self.peers = peers
         self.inline = InlinePolicy(inline_max)
         self._active = False  # a batch is being gathered or predicted
         self._queue: collections.deque[_Pending] = collections.deque()
@@ -219,7 +235,8 @@ class Batcher:
         being read that could join): then this request would be a batch of
         one sent at once anyway, and one call at a time still holds.
         """
-        if self._active or self._queue or self.arriving() or not self.inline.allows(predict, work.count):
+        if (self._active or self._queue or self.arriving() or self.peers() > 1
+                or not self.inline.allows(predict, work.count)):
             return LATER
         (result,), seconds = timed_predict_batch(predict, [work])
         self.inline.record(predict, work.count, seconds)
@@ -297,25 +314,36 @@ class Batcher:
         size = first.work.count
         if first.work.key[0] not in UNBATCHABLE:
             size = self._take(batch, size)
-            while size < self.max_batch_size and self.arriving() > 0:
+            turns = 0
+            while size < self.max_batch_size:
                 remaining = first.t0 + self.max_latency - time.monotonic()
                 if remaining <= 0:
                     break
-                await self._wait(remaining)
+                if self.arriving() > 0:
+                    await self._wait(remaining)
+                elif turns < self.PEEK_TURNS and self.peers() > len(batch) + len(self._queue):
+                    turns += 1
+                    await asyncio.sleep(0)  # let the loop read what other connections have sent
+                else:
+                    break
                 size = self._take(batch, size)
         batch = [p for p in batch if not p.future.done()]
         if not batch:
             return
         t0 = time.perf_counter()
+        count = sum(p.work.count for p in batch)
         try:
-            results, seconds = await loop.run_in_executor(self.executor, timed_predict_batch, first.predict,
-                                                          [p.work for p in batch])
+            if self.inline.allows(first.predict, count):
+                # A fast predict: on the loop, as for a lone request (no thread hop per batch).
+                results, seconds = timed_predict_batch(first.predict, [p.work for p in batch])
+            else:
+                results, seconds = await loop.run_in_executor(self.executor, timed_predict_batch, first.predict,
+                                                              [p.work for p in batch])
         except BaseException as e:  # the executor itself failed (shut down): fail the batch
             results, seconds = [(False, e)] * len(batch), time.perf_counter() - t0
         else:
-            if len(batch) == 1:
-                self.inline.record(first.predict, first.work.count, seconds)
-        self.metrics.observe_batch(len(batch), sum(p.work.count for p in batch), seconds)
+            self.inline.record(first.predict, count, seconds)
+        self.metrics.observe_batch(len(batch), count, seconds)
         self.batches += 1
         self.batched_requests += len(batch)
         for p, (ok, value) in zip(batch, results):

@@ -457,9 +457,11 @@ class ServingRouter(httputil.HTTPServerConnectionDelegate):
         self.runtime = runtime
 
     def start_request(self, server_conn, request_conn):
+        self.runtime.connection_request(server_conn)
         return _Forward(self, server_conn, request_conn)
 
     def on_close(self, server_conn):
+        self.runtime.connection_closed(server_conn)
         self.app.on_close(server_conn)
 
 

@@ -149,6 +149,22 @@ def guess_format(path: Path) -> str | None:
     return None
 
 
+def read_model_json(folder: Path, *, max_bytes: int | None = None) -> dict:
+    """The folder's model.json as a dict ({} without one); InvalidInput saying what to fix when it is broken."""
+    path = folder / MODEL_JSON
+    if not path.is_file():
+        return {}
+    if max_bytes is not None and path.stat().st_size > max_bytes:
+        raise InvalidInput(f"{path} is over {max_bytes // 1024} KiB; it should hold only the format, signature and config.")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InvalidInput(f"{path} is not valid JSON ({e}); fix or remove it.") from None
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"{path} must hold a JSON object; fix or remove it.")
+    return doc
+
+
 def read_model_dir(path: str | Path) -> ModelInfo:
     """Read a model folder: its model.json when present, else what its files say.
 
@@ -157,15 +173,8 @@ def read_model_dir(path: str | Path) -> ModelInfo:
     path = Path(path)
     if not path.is_dir():
         raise InvalidInput(f"Model folder {path} does not exist or is not a folder.")
-    metadata: dict = {}
+    metadata = read_model_json(path)
     meta_file = path / MODEL_JSON
-    if meta_file.is_file():
-        try:
-            metadata = json.loads(meta_file.read_text())
-        except (OSError, ValueError) as e:
-            raise InvalidInput(f"{meta_file} is not valid JSON: {e}") from None
-        if not isinstance(metadata, dict):
-            raise InvalidInput(f"{meta_file} must hold a JSON object.")
     fmt = metadata.get("format")
     if fmt is not None and fmt not in FORMATS:
         raise InvalidInput(f"{meta_file} has format {fmt!r}; use one of {', '.join(FORMATS)}.")

@@ -51,7 +51,7 @@ class ModelRuntime:
         # A lone request on an idle server runs a fast predict on the event loop (see .batching).
         self.runner = (
             Batcher(self.executor, self.metrics, max_batch_size=max_batch_size, max_latency=max_latency,
-                    arriving=lambda: self.arriving, inline_max=inline_max)
+                    arriving=lambda: self.arriving, inline_max=inline_max, peers=self.active_connections)
             if self.batching else
             Runner(self.executor, self.metrics, inline_max=inline_max, arriving=lambda: self.arriving)
         )
@@ -62,6 +62,8 @@ class ModelRuntime:
         self.shutting_down = False
         self.inflight = 0
         self.arriving = 0  # predictions being read: headers in, not yet handed to the batcher
+        # open HTTP connection -> when its last request started (the batcher's peers: see active_connections)
+        self.connections: dict = {}
         self._reloading: asyncio.Future | None = None
 
     # --- state -----------------------------------------------------------
@@ -155,6 +157,24 @@ class ModelRuntime:
             self._reloading = None
 
     # --- predict ---------------------------------------------------------
+
+    #: A connection counts as active this long after its last request started.
+    ACTIVE_WINDOW = 0.05
+
+    def connection_request(self, conn) -> None:
+        self.connections[conn] = time.monotonic()
+
+    def connection_closed(self, conn) -> None:
+        self.connections.pop(conn, None)
+
+    def active_connections(self) -> int:
+        """Connections whose last request started within ``ACTIVE_WINDOW``: the clients sending now.
+
+        An idle keep-alive connection (a probe, a pooled client at rest) does not count, so a lone
+        client still gets the inline path.
+        """
+        cutoff = time.monotonic() - self.ACTIVE_WINDOW
+        return sum(1 for started in self.connections.values() if started >= cutoff)
 
     def request_arriving(self) -> None:
         self.arriving += 1
