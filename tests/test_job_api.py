@@ -59,13 +59,17 @@ def share(tmp_path):
     return tmp_path / "share"
 
 
-@pytest.fixture
-async def api(hub, serve, service, share, tmp_path):
+def local_service(serve, share, tmp_path, gpus: int):
     """The service (after the ``service`` fixture set the hub environment) with local jobs in ``share``."""
-    config = Config({"LocalBackend": {"share_root": str(share), "local_gpus": 0},
+    config = Config({"LocalBackend": {"share_root": str(share), "local_gpus": gpus},
                      "KubeAIService": {"share_root": str(share)}})
     app = make_service(tmp_path, config=config, reconcile_interval=0.2)
     return app, serve(app.make_app()) + PREFIX
+
+
+@pytest.fixture
+async def api(hub, serve, service, share, tmp_path):
+    return local_service(serve, share, tmp_path, gpus=0)
 
 
 @pytest.fixture
@@ -259,10 +263,7 @@ async def test_a_job_folder_reached_through_a_link_is_not_served(api, share):
 @pytest.fixture
 async def gpu_api(hub, serve, service, share, tmp_path):
     """Local jobs on a machine said to have 2 GPUs (the processes only see the device numbers)."""
-    config = Config({"LocalBackend": {"share_root": str(share), "local_gpus": 2},
-                     "KubeAIService": {"share_root": str(share)}})
-    app = make_service(tmp_path, config=config, reconcile_interval=0.2)
-    return app, serve(app.make_app()) + PREFIX
+    return local_service(serve, share, tmp_path, gpus=2)
 
 
 GPU_NOTEBOOK = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
