@@ -247,7 +247,9 @@ export class ModelDetail extends Widget {
   async refresh(): Promise<void> {
     try {
       this.model = await this.options.api.get(this.model.id);
-      this.showMessage('');
+      if (!this.actionMessage) {
+        this.showMessage(''); // a load error is over; an action's refusal stays until the next action
+      }
       this.render();
     } catch (error) {
       if (error instanceof KubeAIError && error.status === 404) {
@@ -440,10 +442,13 @@ export class ModelDetail extends Widget {
   }
 
   private async act(what: () => Promise<unknown>): Promise<void> {
+    this.actionMessage = false;
+    this.showMessage('');
     try {
       await what();
-      this.showMessage('');
     } catch (error) {
+      // Kept in view through the refreshes that follow (this one, and the list's).
+      this.actionMessage = true;
       this.showMessage(errorText(error));
     }
     await this.refresh();
@@ -517,6 +522,8 @@ export class ModelDetail extends Widget {
 
   private header!: HTMLElement;
   private messageNode!: HTMLElement;
+  /** The message is an action's refusal (kept by refreshes), not a load error. */
+  private actionMessage = false;
   private factsNode!: HTMLElement;
   private actions!: HTMLElement;
   private versionsBody!: HTMLElement;

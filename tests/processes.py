@@ -178,12 +178,22 @@ class LocalHub:
             if b"jupyter_kubeai.service" in Path(f"/proc/{pid}/cmdline").read_bytes()
         ]
 
-    def stop(self) -> list[int]:
-        """Stop the hub; return the PIDs that were still left (then killed)."""
+    def stop(self) -> list[str]:
+        """Stop the hub; return the processes that were still left (then killed), as "PID: command line"."""
         if self.proc is not None:
             stop(self.proc, timeout=30)
-        left = [pid for pid in processes_under(self.workdir) if pid != os.getpid()]
-        for pid in left:
+        # What the hub stopped may still be on its way out (a kernel its lab server shut down): give it a moment.
+        deadline = time.monotonic() + 10
+        while (pids := [pid for pid in processes_under(self.workdir) if pid != os.getpid()]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = []
+        for pid in pids:
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                command = "?"
+            left.append(f"{pid}: {command.strip()[:300]}")
+        for pid in pids:
             try:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
