@@ -226,14 +226,21 @@ async def test_bad_service_requests_and_a_backend_failure(api, share):
     assert code == 500 and app.model_manager.store.deployments() == []
 
 
-async def test_on_kubernetes_a_service_is_an_inference_service_naming_the_version(hub, serve, service, share, kube, tmp_path):
+async def kubernetes_service(serve, share, kube, tmp_path):
+    """The service in Kubernetes mode against the fake API, KServe's CRD served: (app, its URL)."""
     from test_kube_serving import ISVCS, NS
 
     kube.serve_kind(ISVCS, "InferenceService")
     config = Config({"KubernetesServing": {"namespace": NS}, "KubernetesBackend": {"namespace": NS}})
     app = make_service(tmp_path, mode="kubernetes", config=config, share_root=str(share))
     await app.serving_backend.start()
-    url = serve(app.make_app()) + PREFIX
+    return app, serve(app.make_app()) + PREFIX
+
+
+async def test_on_kubernetes_a_service_is_an_inference_service_naming_the_version(hub, serve, service, share, kube, tmp_path):
+    from test_kube_serving import ISVCS, NS
+
+    app, url = await kubernetes_service(serve, share, kube, tmp_path)
     try:
         sklearn_file(share / "users/alice/m.joblib")
         for _ in range(2):

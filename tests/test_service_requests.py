@@ -248,12 +248,9 @@ async def until_state(url, token, name, state, timeout=5.0):
 
 async def test_on_kubernetes_the_hub_asks_the_pod_under_the_service_name(hub, serve, service, share, kube, tmp_path):
     from test_kube_serving import ISVCS, NS
+    from test_models_api import kubernetes_service
 
-    kube.serve_kind(ISVCS, "InferenceService")
-    config = Config({"KubernetesServing": {"namespace": NS}, "KubernetesBackend": {"namespace": NS}})
-    app = make_service(tmp_path, mode="kubernetes", config=config, share_root=str(share))
-    await app.serving_backend.start()
-    url = serve(app.make_app()) + PREFIX
+    app, url = await kubernetes_service(serve, share, kube, tmp_path)
     served = None
     try:
         svc = await deploy(url, share, project=None)  # service "sum-api", model "summer"
