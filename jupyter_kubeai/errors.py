@@ -1,8 +1,10 @@
 """Errors a person can act on, and their HTTP status, in one place.
 
 The hub service, the catalog, the spawners and the backends raise these; :func:`http_status` maps them once
-(bad input 400, not allowed 403, missing 404, conflict 409, a dependency
-down 503). Anything else is a bug: 500 with a generic message, the
+(bad input 400, no or invalid credentials 401, not allowed 403, missing
+404, conflict 409, a body too large 413, a model server answering what the
+hub will not pass on 502, a dependency down 503). Every HTTP server of the
+project answers them as JSON ``{"message", "reason"}``. Anything else is a bug: 500 with a generic message, the
 traceback going to the log only.
 """
 
@@ -28,7 +30,9 @@ class InvalidInput(KubeAIError):
 
 
 class NotAuthenticated(KubeAIError):
-    status = 403
+    """No credentials, or ones that are forged or expired (a known caller who may not: :class:`Forbidden`)."""
+
+    status = 401
     reason = "not_authenticated"
 
 
@@ -45,6 +49,18 @@ class NotFound(KubeAIError):
 class Conflict(KubeAIError):
     status = 409
     reason = "conflict"
+
+
+class TooLarge(KubeAIError):
+    status = 413
+    reason = "too_large"
+
+
+class BadGateway(KubeAIError):
+    """A model server answered something the hub will not pass on (a redirect)."""
+
+    status = 502
+    reason = "model_server"
 
 
 class Unavailable(KubeAIError):

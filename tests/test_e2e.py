@@ -51,12 +51,12 @@ def wait_for_server(session: requests.Session, hub: LocalHub, user: str, timeout
 
 def test_service_refuses_anyone_without_a_hub_identity(hub):
     me = hub.url + "/services/kubeai/api/me"
-    assert requests.get(me).status_code == 403
-    assert requests.get(me, headers={"Authorization": "token forged"}).status_code == 403
+    assert requests.get(me).status_code == 401
+    assert requests.get(me, headers={"Authorization": "token forged"}).status_code == 401
     # A session of the hub itself is not the service's: the browser must go
     # through the service's own OAuth login, which a plain API call does not.
     session = hub.login("alice")
-    assert session.get(me, allow_redirects=False).status_code == 403
+    assert session.get(me, allow_redirects=False).status_code == 401
     body = requests.get(me).json()
     assert body["reason"] == "not_authenticated"
 

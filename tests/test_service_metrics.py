@@ -85,9 +85,9 @@ async def test_latency_by_route_template(ops):
 
 
 @pytest.mark.parametrize("headers, code", [
-    ({}, 403),
+    ({}, 401),
     ({"Authorization": "token alice-token"}, 403),
-    ({"Authorization": "Bearer wrong"}, 403),
+    ({"Authorization": "Bearer wrong"}, 401),
     ({"Authorization": "token admin-token"}, 200),
     ({"Authorization": f"Bearer {METRICS_TOKEN}"}, 200),
     ({"Authorization": f"bearer {METRICS_TOKEN}"}, 200),

@@ -304,14 +304,15 @@ REQUESTS = [
 ]
 HIDDEN = "There is no service '{name}' that you can see."
 NO_IDENTITY = "needs a JupyterHub identity"
+NO_ACCESS = "not allowed to use the kubeai service"
 
 
 @pytest.mark.parametrize("project, token, status, message", [
     ("vision", "dave-token", 404, HIDDEN),  # a user in no project
     ("vision", "erin-token", 404, HIDDEN),  # a user in another project (nlp)
     (None, "bob-token", 404, HIDDEN),  # alice's own service: bob shares her project, not the service
-    ("vision", None, 403, NO_IDENTITY),  # anonymous
-    ("vision", "carol-no-access", 403, NO_IDENTITY),  # a hub token not allowed to use the kubeai service
+    ("vision", None, 401, NO_IDENTITY),  # anonymous
+    ("vision", "carol-no-access", 403, NO_ACCESS),  # a hub token not allowed to use the kubeai service
 ], ids=["outside-the-project", "another-project", "personal-service", "anonymous", "token-without-access"])
 async def test_callers_who_may_not_see_a_service_are_refused_everywhere(api, share, project, token, status, message):
     app, url = api
@@ -321,8 +322,8 @@ async def test_callers_who_may_not_see_a_service_are_refused_everywhere(api, sha
         assert code == status, (method, path, answer)
         assert message.format(name="team-api") in answer["message"], (method, path, answer)
     code, listed = await call(url + "api/services", token)
-    if status == 403:
-        assert code == 403 and NO_IDENTITY in listed["message"]
+    if status in (401, 403):
+        assert code == status and message in listed["message"]
     else:
         assert (code, listed) == (200, {"services": []})  # not even listed
     # Nothing changed, and nothing reached the model server (no failed request was forwarded).

@@ -1,25 +1,33 @@
 """Thin request handlers of the hub service.
 
 Every handler derives from :class:`BaseHandler`, which authenticates the
-caller in ``prepare()`` and refuses anyone without a hub identity (403),
-unless the handler says ``public = True``. Errors become JSON
-``{"message", "reason"}`` with their status from :mod:`.errors`.
+caller in ``prepare()`` and refuses anyone without a hub identity (401; a
+hub token not allowed to use the service: 403), unless the handler says
+``public = True``, then refuses route parameters no handler could use (a
+NUL, an id beyond 64 bits: 400). Errors become JSON ``{"message",
+"reason"}`` with their status from :mod:`.errors`. No answer of the
+service may be framed by another page, nor sniffed into another type.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
 from tornado import web
 
-from .. import __version__
+from .. import __version__, jsonlimits
 from ..catalog.access import CUSTOM_IMAGE, IMAGE, PROFILE, Catalog
 from ..errors import Forbidden, InvalidInput, KubeAIError, NotAuthenticated, NotFound, Unavailable, http_status
 from .identity import Identity
 
 log = logging.getLogger(__name__)
+
+#: Route parameters that are SQL integers (``{model_id}``, ``{version}``): beyond 64 bits is a 400, not an overflow.
+INTEGER_PARAMETERS = frozenset({"model_id", "version"})
+_PARAMETER = re.compile(r"\{(\w+)\}")
 
 
 class _SettingsHubAuth:
@@ -67,6 +75,22 @@ class BaseHandler(_SettingsHubAuth, HubOAuthenticated, web.RequestHandler):
             )
         if self.admin_only and not self.identity.admin:
             raise Forbidden(self.forbidden_message)
+        self.check_path_parameters()
+
+    def check_path_parameters(self) -> None:
+        """400 for route parameters (decoded) that hold a NUL or an integer beyond 64 bits."""
+        template = self.settings.get("kubeai_routes", {}).get(type(self), "")
+        for name, value in zip(_PARAMETER.findall(template), self.path_args):
+            if "\x00" in value:
+                raise InvalidInput(f"The {name} in the path holds a NUL character (%00); remove it.")
+            if name in INTEGER_PARAMETERS and (len(value) > 19 or int(value) > jsonlimits.INT64_MAX):
+                raise InvalidInput(f"The {name} in the path, {value[:30]}, is larger than any there can be.")
+
+    def set_default_headers(self):
+        # No page of the service may be framed (clickjacking) nor sniffed into another type.
+        self.set_header("X-Frame-Options", "DENY")
+        self.set_header("Content-Security-Policy", "frame-ancestors 'none'")
+        self.set_header("X-Content-Type-Options", "nosniff")
 
     async def _authenticate(self) -> Identity | None:
         try:
@@ -83,7 +107,11 @@ class BaseHandler(_SettingsHubAuth, HubOAuthenticated, web.RequestHandler):
         try:
             model = self.check_hub_user(model)
         except UserNotAllowed:
-            return None
+            # A real hub identity whose token lacks the scope to use this service.
+            raise Forbidden(
+                f"Your hub credentials ({model.get('name', '?')}) are not allowed to use the kubeai service: "
+                "use a token with the access:services!service=kubeai scope, or log in to the hub in the browser."
+            ) from None
         if model is None:
             return None
         return await self.settings["kubeai_directory"].identify(model)
@@ -99,11 +127,11 @@ class BaseHandler(_SettingsHubAuth, HubOAuthenticated, web.RequestHandler):
             metrics.observe_request(route, self.request.method, self.get_status(), self.request.request_time())
 
     def json_body(self) -> dict:
-        """The request's JSON object (an empty body is ``{}``), or 400."""
-        try:
-            body = json.loads(self.request.body or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InvalidInput(f"The request body is not valid JSON: {e}") from None
+        """The request's JSON object (an empty body is ``{}``), or 400 (see :func:`jupyter_kubeai.jsonlimits.loads`).
+
+        No string in it may hold a NUL: they become names, labels and file paths.
+        """
+        body = jsonlimits.loads(self.request.body or b"{}", allow_nul=False)
         if not isinstance(body, dict):
             raise InvalidInput("The request body must be a JSON object.")
         return body
@@ -124,6 +152,8 @@ class BaseHandler(_SettingsHubAuth, HubOAuthenticated, web.RequestHandler):
         if isinstance(error, KubeAIError):
             status_code = http_status(error)
             body = {"message": error.message, "reason": error.reason}
+            if status_code == 401:
+                self.set_header("WWW-Authenticate", 'token realm="kubeai"')
         elif isinstance(error, web.HTTPError):
             body = {"message": error.log_message or self._reason, "reason": "http"}
         elif status_code >= 500:

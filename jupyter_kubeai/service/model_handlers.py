@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-
-from ..errors import InvalidInput, Unavailable
+from .. import jsonlimits
+from ..errors import BadGateway, InvalidInput, Unavailable
+from .forwarding import forward, sandbox, served_content_type
 from .handlers import BaseHandler
 from .models import ModelManager
 
@@ -27,11 +27,11 @@ class ModelHandler(BaseHandler):
     def model_json(self, model) -> dict:
         return {**model.to_json(), "versions": [v.to_json() for v in self.models.store.versions(model.id)]}
 
-    async def forward(self, record, method: str, path: str, body: bytes | None, headers: dict):
-        """:func:`forward`, keeping what failed in the service's recent errors (``ModelManager.note_*``)."""
+    async def forward(self, record, method: str, path: str, body: bytes | None, headers: dict, query: str = ""):
+        """:func:`.forwarding.forward`, keeping what failed in the service's recent errors (``ModelManager.note_*``)."""
         try:
-            response = await forward(self.models.serving, record.name, method, path, body, headers)
-        except Unavailable as e:
+            response = await forward(self.models.serving, record.name, method, path, body, headers, query)
+        except (Unavailable, BadGateway) as e:
             self.models.note_failure(record.name, e.status, e.message)
             raise
         self.models.note_answer(record.name, response.code, response.body)
@@ -116,39 +116,24 @@ class ServiceRollbackHandler(ModelHandler):
         self.write_json(await self.models.status_json(record, self.service.service_prefix))
 
 
-async def forward(serving, name: str, method: str, path: str, body: bytes | None, headers: dict):
-    """Send one request to a service's model server; a connection refused in a version switch is retried once."""
-    for _ in range(2):
-        status = await serving.status(name)
-        if not status.url:
-            raise Unavailable(f"Service {name!r} is not running: {status.reason or status.state}")
-        try:
-            response = await AsyncHTTPClient().fetch(
-                HTTPRequest(f"{status.url.rstrip('/')}/{path}", method=method, body=body, headers=headers,
-                            request_timeout=60, allow_nonstandard_methods=True), raise_error=False)
-        except OSError as e:  # refused or reset: not connected at all
-            error = e
-            continue
-        if response.code != 599:
-            return response
-        error = response.error
-        # Not connected at all (the route switched in that instant): ask again where it is.
-    raise Unavailable(f"Service {name!r} did not answer ({error}); try again in a moment.")
-
-
 class ServeProxyHandler(ModelHandler):
-    """``/serve/{name}/<path>``: a service's model server, for whoever may see the service."""
+    """``/serve/{name}/<path>``: a service's model server, for whoever may see the service.
+
+    The answer comes back sandboxed (see :mod:`.forwarding`): JSON as JSON,
+    text as ``text/plain``, anything else as a download.
+    """
 
     async def _proxy(self, name, path):
         record = self.models.deployment(self.identity, name)
         body = self.request.body if self.request.method in ("POST", "PUT") else None
         headers = {k: self.request.headers[k] for k in _PASSED if k in self.request.headers}
-        if self.request.query:
-            path += "?" + self.request.query
-        response = await self.forward(record, self.request.method, path, body, headers)
+        response = await self.forward(record, self.request.method, path, body, headers, query=self.request.query)
+        content_type, attachment = served_content_type(response.headers.get("Content-Type"))
         self.set_status(response.code)
-        if "Content-Type" in response.headers:
-            self.set_header("Content-Type", response.headers["Content-Type"])
+        sandbox(self)
+        self.set_header("Content-Type", content_type)
+        if attachment:
+            self.set_header("Content-Disposition", "attachment")
         self.finish(response.body)
 
     async def get(self, name, path):
@@ -156,6 +141,14 @@ class ServeProxyHandler(ModelHandler):
 
     async def post(self, name, path):
         await self._proxy(name, path)
+
+
+def model_server_answer(response) -> object:
+    """A model server's answer as JSON, else ``{"message", "reason"}`` with its text (never trusted to be JSON)."""
+    try:
+        return jsonlimits.loads(response.body or b"null", what="The model server's answer")
+    except InvalidInput:
+        return {"message": (response.body or b"").decode(errors="replace")[:1000], "reason": "model_server"}
 
 
 class ServicePredictHandler(ModelHandler):
@@ -169,11 +162,8 @@ class ServicePredictHandler(ModelHandler):
         body = self.json_body()
         response = await self.forward(record, "POST", self.models.predict_path(record, body), json.dumps(body).encode(),
                                       {"Content-Type": "application/json"})
-        try:
-            answer = json.loads(response.body or b"null")
-        except ValueError:
-            answer = {"message": response.body.decode(errors="replace")[:1000], "reason": "model_server"}
-        self.write_json(answer, status=response.code)
+        sandbox(self)
+        self.write_json(model_server_answer(response), status=response.code)
 
 
 class ServiceMetadataHandler(ModelHandler):
@@ -189,8 +179,5 @@ class ServiceMetadataHandler(ModelHandler):
         record = self.models.deployment(self.identity, name)
         response = await forward(self.models.serving, record.name, "GET", f"v2/models/{self.models.served_name(record)}",
                                  None, {"Accept": "application/json"})
-        try:
-            answer = json.loads(response.body or b"null")
-        except ValueError:
-            answer = {"message": response.body.decode(errors="replace")[:1000], "reason": "model_server"}
-        self.write_json(answer, status=response.code)
+        sandbox(self)
+        self.write_json(model_server_answer(response), status=response.code)

@@ -23,7 +23,7 @@ from traitlets.config import Application
 
 from .. import __version__
 from ..errors import KubeAIError
-from .handlers import make_server_delegate
+from .handlers import DEFAULT_MAX_BODY_SIZE, make_server_delegate
 from .model_dir import MODEL_JSON, read_model_dir
 from .runtime import ModelRuntime, default_workers
 
@@ -216,6 +216,23 @@ class ServingApp(Application):
         help="""The longest (seconds) a graceful shutdown waits for in-flight requests before exiting anyway (exit code 1).""",
     )
 
+    max_body_size = Integer(
+        DEFAULT_MAX_BODY_SIZE,
+        config=True,
+        help="""The largest request body (bytes) the server reads; larger ones get 413 with a message. Default 64 MiB.
+
+        Checked from the Content-Length before the body is read (a chunked
+        body over it is cut off with a plain 400). Bodies are held in memory
+        while parsed, so this bounds what one request costs.
+        """,
+    )
+
+    @validate("max_body_size")
+    def _validate_max_body_size(self, proposal):
+        if proposal.value < 1024:
+            raise ValueError("max_body_size must be at least 1024 bytes.")
+        return proposal.value
+
     access_log = Bool(False, config=True, help="""Log every request (INFO); failed requests are always logged.""")
 
     def parse_command_line(self, argv=None):
@@ -265,7 +282,8 @@ class ServingApp(Application):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(runtime.reload()))
 
-        server = HTTPServer(make_server_delegate(runtime, access_log=self.access_log))
+        server = HTTPServer(make_server_delegate(runtime, access_log=self.access_log, max_body_size=self.max_body_size),
+                            max_body_size=self.max_body_size)
         server.listen(self.port, self.host)
         self.log.info(
             "Serving %s as %r at http://%s:%d (batching %s)", self.model_dir, self.model_name, self.host, self.port,

@@ -4,7 +4,11 @@ Thin: parse the body (:mod:`.protocol`), call the runtime, write JSON.
 Errors map to a status in one place (:meth:`BaseHandler.write_error` with
 ``jupyter_kubeai.errors.http_status``): bad input 400, unknown model 404,
 loading or shutting down 503, anything else 500 with a generic message and
-the traceback in the log. Every error body is ``{"error": message}``.
+the traceback in the log. Every error body is the project's one error shape,
+``{"message": ..., "reason": ...}``, plus ``"error"`` (the same message) as
+KServe's model servers answer, for their clients.
+A body larger than ``max_body_size`` is refused from its Content-Length
+(413) before it is read.
 
 The runtime has no authentication of its own, like KServe's model servers:
 in local mode the hub proxies it at an authenticated URL; on Kubernetes it is
@@ -15,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import logging
 import re
 import time
@@ -24,7 +27,7 @@ from urllib.parse import unquote
 from tornado import httputil, iostream, web
 
 from .. import __version__
-from ..errors import KubeAIError, NotFound, http_status
+from ..errors import KubeAIError, NotFound, TooLarge, http_status
 from . import protocol
 from .batching import LATER
 from .runtime import ModelRuntime
@@ -85,6 +88,13 @@ def error_answer(exc: BaseException | None, status: int, reason: str) -> tuple[i
     return 500, "Internal error in the model server; its log has the details."
 
 
+def error_document(exc: BaseException | None, status: int, reason: str) -> tuple[int, bytes]:
+    """The status and JSON body of an error answer: ``{"message", "reason", "error"}``."""
+    status, message = error_answer(exc, status, reason)
+    kind = exc.reason if isinstance(exc, KubeAIError) else error_kind(status)
+    return status, protocol.dumps({"message": message, "reason": kind, "error": message})
+
+
 def error_kind(status: int) -> str | None:
     if status < 400:
         return None
@@ -136,10 +146,10 @@ class BaseHandler(web.RequestHandler):
         log.error("Internal error in %s %s", self.request.method, self.request.path, exc_info=(typ, value, tb))
 
     def write_error(self, status_code: int, **kwargs):
-        status_code, message = error_answer(kwargs.get("exc_info", (None, None, None))[1], status_code, self._reason)
+        status_code, body = error_document(kwargs.get("exc_info", (None, None, None))[1], status_code, self._reason)
         self.set_status(status_code)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": message}))
+        self.finish(body)
 
 
 class NotFoundHandler(BaseHandler):
@@ -372,8 +382,7 @@ class _PredictDelegate(httputil.HTTPMessageDelegate):
     def _failed(self, e: Exception) -> tuple[int, bytes]:
         if not isinstance(e, KubeAIError):
             log.error("Internal error in %s", self.endpoint, exc_info=e)
-        status, message = error_answer(e, 500, "")
-        return status, protocol.dumps({"error": message})
+        return error_document(e, 500, "")
 
     def on_connection_close(self):
         self.closed = True
@@ -418,8 +427,12 @@ class _PredictDelegate(httputil.HTTPMessageDelegate):
                 log.log(level, "%d POST %s %.2fms", status, self.endpoint, 1000 * elapsed)
 
 
+#: The largest request body the model server reads by default (``ServingApp.max_body_size``).
+DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
+
+
 class _Forward(httputil.HTTPMessageDelegate):
-    """Decides on the start line: the fast path, or the tornado Application."""
+    """Decides on the start line: a 413, the fast path, or the tornado Application."""
 
     __slots__ = ("router", "server_conn", "conn", "target")
 
@@ -427,7 +440,30 @@ class _Forward(httputil.HTTPMessageDelegate):
         self.router, self.server_conn, self.conn = router, server_conn, conn
         self.target = None
 
+    def _too_large(self, length: str) -> None:
+        """Answer 413 from the Content-Length, without reading the body, and close.
+
+        The connection is detached from tornado first: left to it, it would
+        read up to its own limit and then write a bare ``400 Bad Request``.
+        (A chunked body over the limit still gets that bare 400: its size is
+        known only while it is read.)
+        """
+        limit = self.router.max_body_size
+        status, body = error_document(TooLarge(
+            f"The request body ({length} bytes) is larger than this model server takes ({limit} bytes): "
+            "send fewer instances per request."), 413, "")
+        stream = self.conn.detach()
+        head = b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" \
+               b"Connection: close\r\nDate: %s\r\n\r\n" % (len(body), _HTTPDate.now().encode())
+        stream.write(head + body).add_done_callback(lambda _: stream.close())
+        self.router.runtime.metrics.observe_request("other", status, 0.0, error_kind(status))
+        log.warning("413 %s body of %s bytes refused (max_body_size %d)", self.server_conn.context, length, limit)
+
     def headers_received(self, start_line, headers):
+        length = headers.get("Content-Length", "")
+        if length.isascii() and length.isdigit() and int(length) > self.router.max_body_size:
+            self._too_large(length)
+            return None
         if start_line.method == "POST" and "?" not in start_line.path:
             for route in _FAST_ROUTES:
                 m = route[0].match(start_line.path)
@@ -452,9 +488,10 @@ class _Forward(httputil.HTTPMessageDelegate):
 class ServingRouter(httputil.HTTPServerConnectionDelegate):
     """What the HTTPServer serves: the prediction fast path, then the Application."""
 
-    def __init__(self, app: web.Application, runtime: ModelRuntime):
+    def __init__(self, app: web.Application, runtime: ModelRuntime, max_body_size: int = DEFAULT_MAX_BODY_SIZE):
         self.app = app
         self.runtime = runtime
+        self.max_body_size = max_body_size
 
     def start_request(self, server_conn, request_conn):
         self.runtime.connection_request(server_conn)
@@ -465,5 +502,7 @@ class ServingRouter(httputil.HTTPServerConnectionDelegate):
         self.app.on_close(server_conn)
 
 
-def make_server_delegate(runtime: ModelRuntime, *, access_log: bool = False) -> ServingRouter:
-    return ServingRouter(make_app(runtime, access_log=access_log), runtime)
+def make_server_delegate(runtime: ModelRuntime, *, access_log: bool = False,
+                         max_body_size: int = DEFAULT_MAX_BODY_SIZE) -> ServingRouter:
+    """What to serve; pass the same ``max_body_size`` to the HTTPServer (it bounds chunked bodies)."""
+    return ServingRouter(make_app(runtime, access_log=access_log), runtime, max_body_size)

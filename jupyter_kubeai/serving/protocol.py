@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import jsonlimits
 from ..errors import InvalidInput
 from .model_dir import DATATYPES, Signature, TensorSpec
 
@@ -37,12 +38,10 @@ class Work:
 
 
 def decode_json(body: bytes) -> object:
+    """The request's JSON, within :mod:`jupyter_kubeai.jsonlimits`' limits (depth, 64-bit integers, finite numbers)."""
     if not body:
         raise InvalidInput("The request body is empty; send a JSON object.")
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"The request body is not valid JSON: {e}") from None
+    return jsonlimits.loads(body)
 
 
 def v1_instances(body: bytes) -> list:
