@@ -41,6 +41,11 @@ ENV_PROFILE = "KUBEAI_PROFILE"
 ALLOW_HIDDEN_ARG = "--ContentsManager.allow_hidden=True"
 
 
+def as_options(value: object) -> dict:
+    """``value`` if it is a dict of user options, else no options."""
+    return dict(value) if isinstance(value, dict) else {}
+
+
 def spawn_error(error: KubeAIError) -> web.HTTPError:
     """An HTTP error whose message the hub shows as it is on the spawn page."""
     status = error.status if 400 <= error.status < 600 else 400
@@ -92,17 +97,29 @@ class KubeAISpawnerMixin(Configurable):
 
     @property
     def project_names(self) -> list[str]:
-        """The user's hub groups (their projects), read at every spawn."""
-        return sorted(group.name for group in self.user.groups)
+        """The user's hub groups (their projects), read at every spawn.
+
+        A user object without a list of groups (KubeSpawner's own tests build
+        such users, e.g. a ``Mock``) has no projects, rather than failing the
+        spawn.
+        """
+        groups = getattr(self.user, "groups", None)
+        if not isinstance(groups, (list, tuple, set, frozenset)):
+            return []
+        return sorted({name for name in (getattr(group, "name", None) for group in groups) if isinstance(name, str)})
 
     def catalog_view(self) -> UserView:
         """What this user may use now."""
         return user_view(CatalogReader.for_url(self.catalog_url).current(), self.project_names)
 
     def last_options(self) -> dict:
-        """The options of the user's last spawn (JupyterHub keeps them in its database)."""
+        """The options of the user's last spawn (JupyterHub keeps them in its database).
+
+        Stored options that are not a dict (an old or hand-edited database
+        row, a test double) mean "no last choice": the form shows the defaults.
+        """
         orm_spawner = getattr(self, "orm_spawner", None)
-        return (orm_spawner.user_options if orm_spawner is not None else None) or self.user_options or {}
+        return as_options(getattr(orm_spawner, "user_options", None)) or as_options(self.user_options)
 
     # --- the spawn form and the check of its answer -------------------------------------------
 
@@ -133,19 +150,20 @@ class KubeAISpawnerMixin(Configurable):
 
     async def _apply_catalog_choice(self, options: dict) -> None:
         """Check the options against the catalog; refuse (400) before anything starts."""
+        self.selection = None  # a refused choice leaves nothing of an earlier spawn's behind
         try:
-            selection = select(self.catalog_view(), options)
+            selection = select(self.catalog_view(), as_options(options))
+            await maybe_future(self.apply_selection(selection))
             self.selection = selection
-            # Later steps (KubeSpawner's profile overrides) see the checked
+            # What is started (and kept as the last choice) is the checked
             # choice, with a deprecated image already redirected.
             self.user_options = selection.as_options()
-            await maybe_future(self.apply_selection(selection))
         except KubeAIError as e:
             self.log.info("Spawn options of %s refused: %s", self.user.name, e.message)
             raise spawn_error(e) from e
 
     def apply_selection(self, selection: Selection) -> None:
-        """Make the next start use ``selection`` (each spawner's own way)."""
+        """Make the next start use ``selection`` (each spawner's own way); may refuse with a KubeAIError."""
 
     def choice_events(self) -> list[dict]:
         """The spawn page's first events: what was chosen, and where the storage is."""

@@ -6,6 +6,8 @@ KubeSpawner's own code creates the pod through the fake API server. Every
 created object is validated against the core/v1 schema.
 """
 
+import re
+
 import pytest
 from tornado import web
 
@@ -194,6 +196,9 @@ async def test_progress_speaks_in_words(kube, catalog_url):
             break
     assert messages[0] == "Starting gpu (8 CPU, 32Gi memory, up to 2 GPU (nvidia.com/gpu)) with image torch"
     assert messages[1].startswith("Storage: your folder at /home/jovyan; projects: vision at /mnt/projects/vision")
-    assert any(m.startswith("Server scheduled on node") for m in messages)
-    assert any(m.startswith("Pulling image quay.io/kubeai/torch") for m in messages)
+    # The readable phrase, then the kubelet's (or scheduler's) own text.
+    assert any(re.fullmatch(r"Server scheduled on node \S+ \(Successfully assigned jupyter/\S+ to \S+\)", m) for m in messages)
+    assert any(m.startswith("Pulling image quay.io/kubeai/torch") and m.endswith('(Pulling image "quay.io/kubeai/torch:2.13-cuda")')
+               for m in messages)
+    assert "JupyterLab starting (Started container notebook)" in messages
     await spawner.stop()

@@ -165,14 +165,21 @@ def select(view: UserView, options: Mapping[str, object] | None) -> Selection:
     return Selection(profile=profile, image_ref=image_ref, image_name=image_name, gpus=gpus, notice=notice)
 
 
-def resource_overrides(profile: Profile, gpus: int) -> dict:
-    """KubeSpawner settings for a profile's resources (and GPU count)."""
+def resource_settings(profile: Profile) -> dict:
+    """KubeSpawner's CPU and memory settings for a profile."""
     return {
         "cpu_guarantee": float(quantity_value(profile.cpu_request)),
         "cpu_limit": float(quantity_value(profile.cpu_limit)),
         # Bytes: KubeSpawner's memory settings do not read Kubernetes' "Gi".
         "mem_guarantee": int(quantity_value(profile.memory_request)),
         "mem_limit": int(quantity_value(profile.memory_limit)),
+    }
+
+
+def resource_overrides(profile: Profile, gpus: int) -> dict:
+    """A ``kubespawner_override`` for a profile's resources (and GPU count)."""
+    return {
+        **resource_settings(profile),
         "extra_resource_limits": {profile.gpu_resource: str(gpus)} if gpus else {},
     }
 
