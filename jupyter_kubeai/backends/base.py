@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Collection
 from traitlets.config import LoggingConfigurable
 from traitlets.traitlets import MetaHasTraits
 
+from ..jobs.logfiles import DEFAULT_TAIL_BYTES, MAX_LOG_BYTES, LogText
 from ..jobs.spec import JobSpec
 from ..jobs.status import JobEvent, JobStatus
 from ..store.jobs import JobRecord
@@ -63,8 +64,15 @@ class JobBackend(LoggingConfigurable, metaclass=_BackendMeta):
         """The names whose logs :meth:`logs` can give (e.g. ``main``, ``rank-0``)."""
 
     @abstractmethod
-    async def logs(self, record: JobRecord, replica: str) -> str:
-        """One replica's log so far (NotFound for a replica the job does not have)."""
+    async def logs(self, record: JobRecord, replica: str, *, tail: int | None = DEFAULT_TAIL_BYTES,
+                   offset: int | None = None, length: int | None = None) -> LogText:
+        """A bounded part of one replica's log (NotFound for a replica the job does not have).
+
+        The last ``tail`` bytes, cut at a line start; or, with ``offset``, bytes
+        ``[offset, offset + length)``. Never more than :data:`MAX_LOG_BYTES`, and
+        never reading the whole log into memory. The :class:`LogText` says where
+        the text starts (``offset``), where it ends (``end``) and the log's size now.
+        """
 
     @abstractmethod
     async def events(self, record: JobRecord) -> list[JobEvent]:
@@ -92,20 +100,29 @@ class JobBackend(LoggingConfigurable, metaclass=_BackendMeta):
         """
         return []
 
-    async def follow_logs(self, record: JobRecord, replica: str, poll: float = 0.5) -> AsyncIterator[str]:
-        """One replica's log, then what it adds, until the job has ended.
+    async def follow_logs(self, record: JobRecord, replica: str, offset: int | None = None,
+                          poll: float = 0.5) -> AsyncIterator[str]:
+        """One replica's log from byte ``offset`` (default: its current tail), then what is appended,
+        until the job has ended.
 
-        This default polls :meth:`logs`; a backend with a native follow
-        (Kubernetes) overrides it.
+        This default polls :meth:`logs` for the bytes after the last read only
+        (never re-reading the log); a backend with a native follow (Kubernetes,
+        while the pod exists) overrides it.
         """
-        sent = 0
+        if offset is None:
+            first = await self.logs(record, replica)
+            if first:
+                yield str(first)
+            offset = first.end
         while True:
             active = (await self.status(record)).active
-            text = await self.logs(record, replica)
-            if len(text) > sent:
-                yield text[sent:]
-                sent = len(text)
+            while True:  # everything appended so far, a bounded read at a time
+                chunk = await self.logs(record, replica, offset=offset, length=MAX_LOG_BYTES)
+                if chunk:
+                    yield str(chunk)
+                if chunk.end <= offset:
+                    break
+                offset = chunk.end
             if not active:
                 return
             await asyncio.sleep(poll)
-

@@ -39,12 +39,15 @@ import codecs
 import os
 import posixpath
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 
 from traitlets import CaselessStrEnum, Dict, Float, Int, Unicode, default, validate
 
+from .. import safefiles
 from ..errors import Conflict, InvalidInput, NotFound, Unavailable
+from ..jobs.logfiles import DEFAULT_TAIL_BYTES, MAX_LOG_BYTES, LogText, read_log, whole_chars
 from ..jobs.snapshot import JOBS_FOLDER
 from ..jobs.spec import JobSpec
 from ..jobs.status import JobEvent, JobStatus
@@ -470,10 +473,17 @@ class KubernetesBackend(KubeSettings, JobBackend):
         return LocalShare(self.share_root).user_dir(record.owner) / inside
 
     def _log_file(self, record: JobRecord, replica: str) -> Path | None:
+        source = self._log_source(record, replica)
+        return source[0].joinpath(*source[1]) if source else None
+
+    def _log_source(self, record: JobRecord, replica: str) -> tuple[Path, tuple[str, ...]] | None:
+        """The owner's home on the share (trusted) and the replica's log file's names below it:
+        read from there with no link followed (the folder is the job's to change). None where it cannot."""
         folder = self._logs_folder(record)
-        if folder is None or not replica or "/" in replica or replica.startswith("."):
+        if folder is None or not replica or "/" in replica or "\0" in replica or replica.startswith("."):
             return None
-        return folder / f"{replica}.log"
+        home = LocalShare(self.share_root).user_dir(record.owner)
+        return home, (*folder.relative_to(home).parts, f"{replica}.log")
 
     def _find_pod(self, record: JobRecord, replica: str) -> dict | None:
         return next((pod for pod in self._pods(self._ref(record)[1]) if replica_name(pod) == replica), None)
@@ -485,36 +495,80 @@ class KubernetesBackend(KubeSettings, JobBackend):
             f"{self._logs_pointer(record)}. Its outputs stay in {record.job_dir}."
         )
 
-    async def _file_log(self, record: JobRecord, replica: str) -> str:
-        path = self._log_file(record, replica)
-        text = await asyncio.to_thread(_read_text, path) if path else None
-        if text is None:
+    async def _file_log(self, record: JobRecord, replica: str, **read) -> LogText:
+        source = self._log_source(record, replica)
+        if source is None:
             raise self._no_replica(record, replica)
-        return text
+        try:
+            return await asyncio.to_thread(read_log, source[0], [source[1]], required=True, **read)
+        except safefiles.Missing:
+            raise self._no_replica(record, replica) from None
 
-    async def logs(self, record: JobRecord, replica: str) -> str:
+    async def _pod_log(self, pod: dict, *, tail: int | None = DEFAULT_TAIL_BYTES, offset: int | None = None,
+                       length: int | None = None) -> LogText:
+        """A bounded part of a pod's log, streamed: never more than the part asked for is held.
+
+        The API has no byte tail (only ``tailLines``), so a tail streams the log
+        keeping its last lines (the kubelet rotates a container's log at 10 MiB by
+        default, so that is what the API serves at most); a range asks for
+        ``limitBytes`` up to its end and drops what comes before it.
+        """
+        path = _log_path(self.namespace, pod["metadata"]["name"])
+        query = {"container": _container(pod)}
+        seen = 0
+        if offset is not None:
+            length = min(MAX_LOG_BYTES if length is None else length, MAX_LOG_BYTES)
+            query["limitBytes"] = str(offset + length) if offset + length > 0 else None
+            kept = bytearray()
+            async for line in self.client.stream(path, query=query):
+                skip = max(0, offset - seen)
+                seen += len(line)
+                if skip < len(line) and len(kept) < length:
+                    kept += line[skip:skip + length - len(kept)]
+            data = whole_chars(bytes(kept), at_end=offset + len(kept) >= seen)
+            # Past limitBytes the API says nothing of the size; short of it, the log ended there.
+            size = seen if seen < offset + length else None
+            return LogText(data.decode("utf-8", errors="replace"), min(offset, seen), min(offset, seen) + len(data), size)
+        want = min(DEFAULT_TAIL_BYTES if tail is None else tail, MAX_LOG_BYTES)
+        lines: deque[bytes] = deque()
+        held = 0
+        async for line in self.client.stream(path, query=query):
+            seen += len(line)
+            lines.append(line)
+            held += len(line)
+            while held > want and len(lines) > 1:  # whole lines only: the tail starts at a line start
+                held -= len(lines.popleft())
+        data = b"".join(lines)
+        data = data[len(data) - want:] if len(data) > want else data
+        return LogText(data.decode("utf-8", errors="replace"), seen - len(data), seen, seen)
+
+    async def logs(self, record: JobRecord, replica: str, *, tail: int | None = DEFAULT_TAIL_BYTES,
+                   offset: int | None = None, length: int | None = None) -> LogText:
         await self.start()
+        read = {"tail": tail, "offset": offset, "length": length}
         pod = self._find_pod(record, replica)
         if pod is None:
-            return await self._file_log(record, replica)
+            return await self._file_log(record, replica, **read)
         try:
-            return await self.client.text(_log_path(self.namespace, pod["metadata"]["name"]), query={"container": _container(pod)})
+            return await self._pod_log(pod, **read)
         except ApiError as e:
             if e.status == 400:  # the container has not started yet: nothing logged
-                return ""
+                return LogText("", offset or 0, offset or 0, 0)
             if e.status == 404:  # the pod went meanwhile
-                return await self._file_log(record, replica)
+                return await self._file_log(record, replica, **read)
             raise Unavailable(f"The cluster did not give the log ({e.status}): {e.message}") from None
 
-    async def follow_logs(self, record: JobRecord, replica: str, poll: float = 0.5) -> AsyncIterator[str]:
-        """The API's own follow (``follow=true``), once the replica's container has started;
-        for a replica whose pod is gone, its file in the job folder, to its end once the job has ended."""
+    async def follow_logs(self, record: JobRecord, replica: str, offset: int | None = None,
+                          poll: float = 0.5) -> AsyncIterator[str]:
+        """The API's own follow (``follow=true``), once the replica's container has started, from byte
+        ``offset`` (default: the current tail); for a replica whose pod is gone, its file in the job
+        folder, reading only what is appended, to its end once the job has ended."""
         await self.start()
         pods = self.reflectors["pods"]
         while True:
             pod = self._find_pod(record, replica)
             if pod is None:
-                async for chunk in self._follow_file(record, replica, poll):
+                async for chunk in super().follow_logs(record, replica, offset, poll):
                     yield chunk
                 return
             if (pod.get("status") or {}).get("phase") != "Pending":
@@ -522,30 +576,26 @@ class KubernetesBackend(KubeSettings, JobBackend):
             if not (await self.status(record)).active:
                 return
             await pods.wait_for_change(poll)
-        query = {"container": _container(pod), "follow": "true"}
         try:
+            if offset is None:
+                first = await self._pod_log(pod)
+                if first:
+                    yield str(first)
+                offset = first.end
+            # The API cannot start at a byte: what comes before ``offset`` is streamed past, not kept.
+            query = {"container": _container(pod), "follow": "true"}
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            seen = 0
             async for line in self.client.stream(_log_path(self.namespace, pod["metadata"]["name"]), query=query):
-                yield line.decode("utf-8", errors="replace")
+                skip = max(0, offset - seen)
+                seen += len(line)
+                if skip < len(line):
+                    text = decoder.decode(line[skip:])
+                    if text:
+                        yield text
         except ApiError as e:
             if e.status != 400:
                 raise Unavailable(f"The cluster did not give the log ({e.status}): {e.message}") from None
-
-    async def _follow_file(self, record: JobRecord, replica: str, poll: float) -> AsyncIterator[str]:
-        path = self._log_file(record, replica)
-        if path is None or not await asyncio.to_thread(path.is_file):
-            raise self._no_replica(record, replica)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        offset = 0
-        while True:
-            active = (await self.status(record)).active
-            data = await asyncio.to_thread(_read_from, path, offset)
-            offset += len(data)
-            text = decoder.decode(data, final=not active)
-            if text:
-                yield text
-            if not active:
-                return
-            await asyncio.sleep(poll)
 
     # --- stopping and cleaning ---------------------------------------------------------------------
 
@@ -630,33 +680,23 @@ def _container(pod: dict) -> str:
 
 # --- the job folder on the share (run in a thread: it may be NFS) -----------------------------------
 
-def _read_text(path: Path) -> str | None:
-    """The file's text, or None where it is missing or this service may not read it."""
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return None
-
-
-def _read_from(path: Path, offset: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read()
-    except OSError:  # removed meanwhile: nothing more to send
-        return b""
-
-
 def _tail(path: Path | None, lines: int) -> str:
-    text = _read_text(path) if path else None
-    return "\n".join((text or "").strip().splitlines()[-lines:])
+    """The last lines of a replica's log file (its last 64 KiB at most; not a link, FIFO or device)."""
+    if path is None:
+        return ""
+    try:
+        text = read_log(path.parent, [(path.name,)], tail=64 * 1024)
+    except (safefiles.Missing, safefiles.Unsafe):
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 def _log_files(folder: Path | None) -> list[str]:
-    """Replicas with a ``<replica>.log`` in the folder."""
+    """Replicas with a ``<replica>.log`` (a regular file, not a link) in the folder."""
     try:
-        return [p.name[:-4] for p in folder.iterdir() if p.name.endswith(".log") and p.is_file()] if folder else []
-    except OSError:
+        return [name[:-4] for name, _ in safefiles.walk_files(folder) if "/" not in name and name.endswith(".log")] \
+            if folder else []
+    except (safefiles.Missing, safefiles.Unsafe):
         return []
 
 

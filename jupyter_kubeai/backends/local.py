@@ -8,9 +8,11 @@ from pathlib import Path
 
 from traitlets import Integer, Unicode, default
 
+from .. import safefiles
 from ..errors import Conflict, InvalidInput, NotFound
 from ..jobs.local import LocalJobRunner
 from ..jobs.local_commands import RANK_LOG_DIR, local_command
+from ..jobs.logfiles import DEFAULT_TAIL_BYTES, LogText, read_log
 from ..jobs.snapshot import JOBS_FOLDER
 from ..jobs.spec import JobSpec
 from ..jobs.status import JobEvent, JobStatus
@@ -143,14 +145,29 @@ class LocalBackend(JobBackend):
     async def cancel(self, record: JobRecord) -> bool:
         return await asyncio.to_thread(self.runner.cancel, Path(record.job_dir))
 
-    def _rank_logs(self, record: JobRecord) -> dict[str, list[Path]]:
-        """Replica -> its log files: ``rank-<n>`` (torchrun), ``chief-0``, ``worker-<n>``, ``ps-<n>`` (TensorFlow)."""
-        ranks: dict[str, list[Path]] = {}
-        for path in sorted((Path(record.job_dir) / RANK_LOG_DIR).rglob("std*.log")):
-            if path.parent.name.isdigit():
-                role = path.parent.parent.name
-                role = role if role in TF_ROLES else "rank"
-                ranks.setdefault(f"{role}-{path.parent.name}", []).append(path)
+    def _job_root(self, record: JobRecord) -> tuple[Path, tuple[str, ...]]:
+        """The owner's home (trusted) and the job folder's names below it: logs are read from there
+        with no link followed (the folder is the owner's code's to change)."""
+        home = LocalShare(self.share_root).user_dir(record.owner)
+        try:
+            return home, Path(record.job_dir).relative_to(home).parts
+        except ValueError:  # a record from before the share moved: its own folder is the root
+            return Path(record.job_dir), ()
+
+    def _rank_logs(self, record: JobRecord) -> dict[str, list[tuple[str, ...]]]:
+        """Replica -> its log files (names below the home): ``rank-<n>`` (torchrun), ``chief-0``,
+        ``worker-<n>``, ``ps-<n>`` (TensorFlow). Regular files only, found without following links."""
+        root, job = self._job_root(record)
+        ranks: dict[str, list[tuple[str, ...]]] = {}
+        try:
+            found = list(safefiles.walk_files(root, (*job, *RANK_LOG_DIR.split("/"))))
+        except (safefiles.Missing, safefiles.Unsafe):
+            return ranks
+        for name, _ in found:
+            parts = tuple(name.split("/"))
+            if len(parts) >= 3 and parts[-1].startswith("std") and parts[-1].endswith(".log") and parts[-2].isdigit():
+                role = parts[-3] if parts[-3] in TF_ROLES else "rank"
+                ranks.setdefault(f"{role}-{parts[-2]}", []).append((*job, *RANK_LOG_DIR.split("/"), *parts))
         return ranks
 
     async def replicas(self, record: JobRecord) -> list[str]:
@@ -158,15 +175,19 @@ class LocalBackend(JobBackend):
             role, index = replica.rsplit("-", 1)
             return (TF_ROLES.index(role) if role in TF_ROLES else -1, int(index))
 
-        return ["main", *sorted(self._rank_logs(record), key=order)]
+        ranks = await asyncio.to_thread(self._rank_logs, record)
+        return ["main", *sorted(ranks, key=order)]
 
-    async def logs(self, record: JobRecord, replica: str) -> str:
+    async def logs(self, record: JobRecord, replica: str, *, tail: int | None = DEFAULT_TAIL_BYTES,
+                   offset: int | None = None, length: int | None = None) -> LogText:
+        root, job = self._job_root(record)
         if replica == "main":
-            return await asyncio.to_thread(self.runner.log, Path(record.job_dir))
-        paths = self._rank_logs(record).get(replica)
-        if not paths:
+            return await asyncio.to_thread(self.runner.log, root.joinpath(*job), root,
+                                           tail=tail, offset=offset, length=length)
+        files = (await asyncio.to_thread(self._rank_logs, record)).get(replica)
+        if not files:
             raise NotFound(f"Job {record.job_id!r} has no replica {replica!r}.")
-        return "".join(p.read_text(errors="replace") for p in paths)
+        return await asyncio.to_thread(read_log, root, files, tail=tail, offset=offset, length=length)
 
     async def events(self, record: JobRecord) -> list[JobEvent]:
         """The supervisor's transitions: started, then how it ended."""

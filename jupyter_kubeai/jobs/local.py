@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..local.environment import user_code_env
+from .logfiles import LogText, read_log
 from .status import JobStatus
 from .supervise import CANCEL_FILE, LOG_DIR, MAIN_LOG, STATE_FILE, tail
 
@@ -124,8 +125,10 @@ class LocalJobRunner:
                 pass
         return True
 
-    def log(self, job_dir: Path) -> str:
-        try:
-            return (job_dir / LOG_DIR / MAIN_LOG).read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+    def log(self, job_dir: Path, root: Path | None = None, **read) -> LogText:
+        """A bounded part of the job's main log (``read``: see :meth:`.logfiles.LogFiles.read`; default its tail).
+
+        ``root`` (default: the job folder) is where it is read from with no link followed below it.
+        """
+        root = job_dir if root is None else root
+        return read_log(root, [(*job_dir.relative_to(root).parts, LOG_DIR, MAIN_LOG)], **read)

@@ -16,6 +16,8 @@ import os
 import time
 from pathlib import Path
 
+from ..safefiles import Missing, read_tail
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -69,16 +71,56 @@ def log_metric(step: int | None = None, *, all_ranks: bool = False, **values: fl
     return True
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """The records in ``path``, oldest first; a torn last line is left for the next read."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
+#: The most of ``metrics.jsonl`` read: its last bytes, so a job that logs every step still charts quickly.
+MAX_METRICS_BYTES = 8 * 1024**2
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _clean(record) -> dict | None:
+    """A record fit for strict JSON: only finite numeric values (a hand-written NaN or Infinity is dropped)."""
+    if not isinstance(record, dict):
+        return None
+    values = record.get("values")
+    clean = dict(record)
+    clean["values"] = {str(k): v for k, v in values.items() if _finite(v)} if isinstance(values, dict) else {}
+    for key in ("step", "time", "rank"):
+        if key in clean and clean[key] is not None and not _finite(clean[key]):
+            clean[key] = None
+    return clean
+
+
+def parse_metrics(data: bytes) -> list[dict]:
+    """The records in ``data`` (lines of JSON), oldest first.
+
+    A torn line (the last one, still being written; the first of a tail) is
+    skipped. ``NaN`` and ``Infinity`` (which Python's json accepts, but no
+    browser does) never reach an answer: such values are dropped.
+    """
     records = []
-    for line in text.splitlines():
+    for line in data.split(b"\n"):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = _clean(json.loads(line, parse_constant=lambda name: None))
+        except (ValueError, RecursionError):
             continue
+        if record is not None:
+            records.append(record)
     return records
+
+
+def read_metrics(path: Path, root: Path | None = None) -> list[dict]:
+    """The records in ``path``, oldest first ([] when it is missing).
+
+    ``root`` (default: the file's folder) is the trusted folder the file is
+    read from without following any link below it (:mod:`jupyter_kubeai.safefiles`);
+    a FIFO, device or link there is :class:`~jupyter_kubeai.safefiles.Unsafe`.
+    At most the last :data:`MAX_METRICS_BYTES` are read. Blocking: call it in a thread.
+    """
+    root = path.parent if root is None else root
+    try:
+        data, _, _ = read_tail(root, path.relative_to(root).parts, MAX_METRICS_BYTES)
+    except Missing:
+        return []
+    return parse_metrics(data)

@@ -15,8 +15,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 # nothing that could make the URL leave the service's /api/ folder.
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.~:@-]+$")
 
-# Headers passed on from the service's answer (never cookies).
-_ANSWER_HEADERS = ("Content-Type", "Cache-Control", "Content-Disposition")
+# Headers passed on from the service's answer (never cookies); X-Log-*: where a log part starts, the log's size.
+_ANSWER_HEADERS = ("Content-Type", "Cache-Control", "Content-Disposition", "X-Log-Offset", "X-Log-Size")
 
 
 def checked_api_path(path: str) -> str:

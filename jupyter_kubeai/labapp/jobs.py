@@ -16,6 +16,7 @@ this handler's 404.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from jupyter_core.utils import ensure_async
 from tornado import web
 
 from ..errors import InvalidInput, KubeAIError
-from ..jobs.folder import list_files, metric_points
+from ..jobs.folder import list_files, metric_points, model_file
 from ..jobs.snapshot import JOBS_FOLDER
 from ..jobs.submission import finish_submission, job_folder, prepare_submission
 from .handlers import ServiceHandler
@@ -90,13 +91,25 @@ class SubmitJobHandler(JobFolderHandler):
 class JobMetricsHandler(JobFolderHandler):
     @web.authenticated
     async def get(self, job_id):
-        self.finish({"metrics": metric_points(self.folder(job_id))})
+        folder = self.folder(job_id)
+        try:
+            # In a thread: a FIFO or a slow disk in the job folder must not stall this server.
+            points = await asyncio.to_thread(metric_points, folder)
+        except KubeAIError as e:
+            raise _http_error(e) from None
+        self.finish(json.dumps({"metrics": points}))
 
 
 class JobFilesHandler(JobFolderHandler):
+    """The job's outputs (internal files hidden) and ``model_file``, the path to register by default."""
+
     @web.authenticated
     async def get(self, job_id):
         folder = self.folder(job_id)
         relative = folder.relative_to(self.home)
-        files = [{**f, "path": str(relative / f["name"])} for f in list_files(folder)]
-        self.finish({"folder": str(relative), "files": files})
+        try:
+            listed = await asyncio.to_thread(list_files, folder)
+        except KubeAIError as e:
+            raise _http_error(e) from None
+        files = [{**f, "path": str(relative / f["name"])} for f in listed]
+        self.finish(json.dumps({"folder": str(relative), "files": files, "model_file": model_file(listed)}))

@@ -6,12 +6,16 @@ Thin: every decision (who may, what is valid) is in
 
 from __future__ import annotations
 
+import asyncio
+import re
 from pathlib import Path
+from urllib.parse import quote
 
 from tornado.iostream import StreamClosedError
 
 from ..errors import InvalidInput, NotFound
-from ..jobs.folder import list_files, metric_points, open_file
+from ..jobs.folder import job_home, list_files, metric_points, model_file, open_file
+from ..jobs.logfiles import DEFAULT_TAIL_BYTES, MAX_LOG_BYTES
 from ..jobs.snapshot import JOBS_FOLDER
 from ..jobs.status import STATES
 from ..jobs.submission import parse_submission
@@ -99,21 +103,47 @@ class JobReplicasHandler(JobHandler):
 
 
 class JobLogHandler(JobHandler):
-    """``GET api/jobs/{job_id}/logs/{replica}``: text; ``?follow=1`` streams until the job ends."""
+    """``GET api/jobs/{job_id}/logs/{replica}``: a bounded part of the log, as text.
+
+    ``tail=<bytes>`` (default 256 KiB, at most 4 MiB): the last bytes, cut at a
+    line start; or ``offset=<N>&length=<M>`` (M at most 4 MiB): bytes ``[N, N+M)``.
+    ``X-Log-Offset`` says where the text starts, ``X-Log-Size`` how big the log is
+    now, so a reader pages back with ``offset``/``length`` below ``X-Log-Offset``.
+    ``follow=1`` streams from ``offset`` (default: the tail) what is appended,
+    until the job ends; the backend reads only the new bytes.
+    """
 
     async def get(self, job_id, replica):
         record = self.jobs.get(self.identity, job_id)
         follow = self.get_argument("follow", "0") not in ("0", "false", "")
+        offset = self.int_argument("offset", -1, 0, 2**62)
+        offset = None if offset < 0 else offset
+        tail = self.int_argument("tail", DEFAULT_TAIL_BYTES, 0, MAX_LOG_BYTES)
+        length = self.int_argument("length", MAX_LOG_BYTES, 0, MAX_LOG_BYTES)
+        if offset is None and self.get_argument("length", None) is not None:
+            raise InvalidInput("length goes with offset: ask for bytes [offset, offset + length), or for a tail.")
+        backend = self.jobs.backend
+        if follow and replica not in await backend.replicas(record):
+            raise NotFound(f"Job {job_id!r} has no replica {replica!r}.")
+        first = None
+        if not follow or offset is None:
+            first = await backend.logs(record, replica, tail=tail, offset=offset, length=length)
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
         self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Log-Offset", str(first.offset if first is not None else offset))
+        size = first.size if first is not None else None
+        if size is not None:
+            self.set_header("X-Log-Size", str(size))
         if not follow:
-            self.finish(await self.jobs.backend.logs(record, replica))
+            self.finish(str(first))
             return
-        if replica not in await self.jobs.backend.replicas(record):
-            raise NotFound(f"Job {job_id!r} has no replica {replica!r}.")
         self.set_header("X-Accel-Buffering", "no")  # no proxy buffering of a live stream
         try:
-            async for chunk in self.jobs.backend.follow_logs(record, replica):
+            if first:
+                self.write(str(first))
+                await self.flush()
+            start = first.end if first is not None else offset
+            async for chunk in backend.follow_logs(record, replica, offset=start):
                 self.write(chunk)
                 await self.flush()
         except StreamClosedError:
@@ -122,19 +152,30 @@ class JobLogHandler(JobHandler):
 
 
 class JobMetricsHandler(JobHandler):
-    """``GET api/jobs/{job_id}/metrics``: what the job logged with ``log_metric``, from its folder on the share."""
+    """``GET api/jobs/{job_id}/metrics``: what the job logged with ``log_metric``, from its folder on the share.
+
+    Read in a thread, from the owner's home without following links (see :mod:`jupyter_kubeai.jobs.folder`).
+    """
 
     async def get(self, job_id):
         folder = self.jobs.folder(self.identity, job_id)
-        self.write_json({"metrics": metric_points(folder)})
+        self.write_json({"metrics": await asyncio.to_thread(metric_points, folder, job_home(folder))})
 
 
 class JobFilesHandler(JobHandler):
-    """``GET api/jobs/{job_id}/files``: the job folder's files (for members of the job's project)."""
+    """``GET api/jobs/{job_id}/files``: the job folder's outputs (for members of the job's project),
+    and ``model_file``: what to register by default (a path in the folder, or null)."""
 
     async def get(self, job_id):
         folder = self.jobs.folder(self.identity, job_id)
-        self.write_json({"folder": f"{JOBS_FOLDER}/{job_id}", "files": list_files(folder)})
+        files = await asyncio.to_thread(list_files, folder, job_home(folder))
+        self.write_json({"folder": f"{JOBS_FOLDER}/{job_id}", "files": files, "model_file": model_file(files)})
+
+
+def attachment(name: str) -> str:
+    """A ``Content-Disposition`` for a file the user named: quotes, newlines or non-ASCII cannot break the header."""
+    plain = re.sub(r"[^A-Za-z0-9._-]", "_", name) or "download"
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 class JobFileHandler(JobHandler):
@@ -144,11 +185,14 @@ class JobFileHandler(JobHandler):
 
     async def get(self, job_id, path):
         folder = self.jobs.folder(self.identity, job_id)
-        with open_file(folder, path) as f:
+        f = await asyncio.to_thread(open_file, folder, path, job_home(folder))
+        try:
             self.set_header("Content-Type", "application/octet-stream")
-            self.set_header("Content-Disposition", f'attachment; filename="{Path(path).name}"')
+            self.set_header("Content-Disposition", attachment(Path(path).name))
             self.set_header("X-Content-Type-Options", "nosniff")
-            while chunk := f.read(self.CHUNK):
+            while chunk := await asyncio.to_thread(f.read, self.CHUNK):
                 self.write(chunk)
                 await self.flush()
+        finally:
+            f.close()
         self.finish()

@@ -33,6 +33,7 @@ from ..local.share import LocalShare
 from ..models import registry
 from ..models.deploy import ServingBackend
 from ..models.spec import DeploymentSpec
+from ..safefiles import Unsafe
 from ..store.catalog import CatalogStore
 from ..store.models import DeploymentRecord, ModelRecord, ModelStore, VersionRecord, scope_of, scopes_of
 from .identity import Identity
@@ -156,7 +157,14 @@ class ModelManager:
             "state": record.state,
         }
         metrics: dict = {}
-        for point in read_metrics(self.share.user_dir(who.name) / folder / METRICS_FILE):
+        home = self.share.user_dir(who.name)
+        try:
+            # From the home down with no link followed (the folder is the user's to change), finite values only.
+            points = read_metrics(home / folder / METRICS_FILE, home)
+        except Unsafe as e:
+            log.warning("Registering from job %s without its metrics: %s", job_id, e.message)
+            points = []
+        for point in points:
             metrics.update(point.get("values", {}))
         return folder, lineage, metrics
 
