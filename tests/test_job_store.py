@@ -3,17 +3,26 @@
 import pytest
 
 from jupyter_kubeai.errors import Conflict, NotFound
+from jupyter_kubeai.service.access import may_see
+from jupyter_kubeai.service.identity import Identity
+from jupyter_kubeai.service.jobs import job_item
 from jupyter_kubeai.store.jobs import JobRecord, JobStore
 from jupyter_kubeai.store.schema import open_engine, upgrade
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
+def migrated_engine(request, tmp_path):
+    """An engine on SQLite and on a throwaway PostgreSQL, the schema at the newest migration."""
     url = f"sqlite:///{tmp_path / 'kubeai.sqlite'}" if request.param == "sqlite" else request.getfixturevalue("postgres_db")
     engine = open_engine(url)
     upgrade(engine)
-    yield JobStore(engine)
+    yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def store(migrated_engine):
+    return JobStore(migrated_engine)
 
 
 def record(job_id, owner="alice", project="vision", gpus=0, created=1.0, state="Pending"):
@@ -35,8 +44,10 @@ def test_owners_and_project_members_see_jobs_others_do_not(store):
     assert ids("carol", ()) == []
     assert ids("carol", ("vision",), project="vision") == ["b-vision", "a-vision"]
     assert ids("alice", ("vision",), limit=1, offset=1) == ["a-own"]
-    a_own = store.get("a-own")
-    assert store.may_see(a_own, "alice", ()) and not store.may_see(a_own, "bob", ("vision",))
+    # The one access rule agrees with the lists (jupyter_kubeai.service.access).
+    a_own, a_vision = store.get("a-own"), store.get("a-vision")
+    assert may_see(Identity("alice"), job_item(a_own)) and not may_see(Identity("bob", groups=("vision",)), job_item(a_own))
+    assert may_see(Identity("bob", groups=("vision",)), job_item(a_vision))
 
 
 def test_states_quota_and_active_jobs(store):

@@ -59,11 +59,11 @@ class JobsHandler(JobHandler):
             None if who.admin else who.name, who.groups, project=project, state=state, owner=owner,
             limit=self.int_argument("limit", 100, 1, MAX_LIMIT), offset=self.int_argument("offset", 0, 0, 10**9),
         )
-        self.write_json({"jobs": [job_json(r) for r in records]})
+        self.write_json({"jobs": [job_json(r, who) for r in records]})
 
     async def post(self):
         record = await self.jobs.submit(self.identity, parse_submission(self.json_body()))
-        self.write_json(job_json(record), status=201)
+        self.write_json(job_json(record, self.identity), status=201)
 
 
 class JobEntryHandler(JobHandler):
@@ -71,7 +71,7 @@ class JobEntryHandler(JobHandler):
 
     async def get(self, job_id):
         record = await self.jobs.refresh(self.jobs.get(self.identity, job_id))
-        self.write_json(job_json(record))
+        self.write_json(self.jobs.detail(self.identity, record))
 
     async def delete(self, job_id):
         await self.jobs.delete(self.identity, job_id)
@@ -81,12 +81,17 @@ class JobEntryHandler(JobHandler):
 
 class JobCancelHandler(JobHandler):
     async def post(self, job_id):
-        self.write_json(job_json(await self.jobs.cancel(self.identity, job_id)))
+        self.write_json(job_json(await self.jobs.cancel(self.identity, job_id), self.identity))
 
 
 class JobResubmitHandler(JobHandler):
     async def post(self, job_id):
-        self.write_json(job_json(await self.jobs.resubmit(self.identity, job_id)), status=201)
+        record = await self.jobs.resubmit(self.identity, job_id, self.hub_user)
+        self.write_json(job_json(record, self.identity), status=201)
+
+    async def hub_user(self, name: str):
+        """A hub user's identity now (an admin resubmits with the owner's current groups)."""
+        return await self.settings["kubeai_directory"].identify({"name": name, "kind": "user"})
 
 
 class JobEventsHandler(JobHandler):

@@ -1,11 +1,17 @@
 """``JobManager``: the service's one way to submit, observe and stop jobs.
 
 It joins the records (:class:`~jupyter_kubeai.store.jobs.JobStore`), the
-backend that runs the jobs and the catalog, and decides who may do what:
+backend that runs the jobs and the catalog, and applies the one access rule
+(:mod:`.access`) to jobs:
 
 - a job is seen by its owner, the members of its project and hub admins;
   anyone else gets 404, as if it did not exist;
-- only its owner (or an admin) cancels, deletes or resubmits it;
+- only its owner (or an admin) cancels, deletes or resubmits it, and each
+  of those is an event with who did it (:class:`~jupyter_kubeai.store.events.EventStore`);
+- an admin's resubmission of someone's job is that owner's new job: the
+  same project, snapshot and choices, checked against the owner's groups,
+  catalog rights and quotas as if they had resubmitted it (the event names
+  the admin);
 - a submission is checked against the catalog, the owner's groups and the
   project's GPU quota, then reserved (a Pending record) before the backend
   starts it; if the backend refuses, the reservation is removed.
@@ -19,6 +25,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+from typing import Awaitable, Callable
 
 from ..backends.base import JobBackend
 from ..catalog.access import user_view
@@ -30,7 +37,9 @@ from ..jobs.status import JobStatus
 from ..jobs.submission import Submission, build_spec, job_folder, new_job_id
 from ..local.share import LocalShare
 from ..store.catalog import CatalogStore
+from ..store.events import EventStore
 from ..store.jobs import JobRecord, JobStore
+from .access import Item, may_change, may_see, require_change
 from .identity import Identity
 from .metrics import ServiceMetrics
 
@@ -41,21 +50,36 @@ SHOWN_FIELDS = ("name", "notebook", "workers", "parameter_servers", "procs_per_w
                 "custom_image", "gpus", "parameters", "env")
 
 
-def job_json(record: JobRecord) -> dict:
-    """A job as the REST API shows it."""
+def job_item(record: JobRecord) -> Item:
+    """The job as the access rule sees it."""
+    return Item(label=f"job {record.job_id!r}", owner=record.owner, project=record.project)
+
+
+def job_json(record: JobRecord, who: Identity | None = None, events: list[dict] | None = None) -> dict:
+    """A job as the REST API shows it: ``may_change`` for ``who``, and its ``events`` in the detail."""
     out = record.to_json()
     for name in SHOWN_FIELDS:
         out[name] = record.spec.get(name)
     out["total_gpus"] = record.gpus
     out["folder"] = f"{JOBS_FOLDER}/{record.job_id}"
+    if who is not None:
+        out["may_change"] = may_change(who, job_item(record))
+    if events is not None:
+        out["events"] = events
     return out
+
+
+#: Looks up a hub user by name (their current groups): for an admin's resubmission on their behalf.
+OwnerLookup = Callable[[str], Awaitable[Identity]]
 
 
 class JobManager:
     def __init__(self, store: JobStore, backend: JobBackend, catalog: CatalogStore, *,
                  project_gpu_quota: dict[str, int] | None = None, personal_gpu_quota: int = -1,
-                 metrics: ServiceMetrics | None = None, share: LocalShare | None = None):
+                 metrics: ServiceMetrics | None = None, share: LocalShare | None = None,
+                 events: EventStore | None = None):
         self.store = store
+        self.events = events or EventStore(store.engine)
         self.backend = backend
         self.catalog = catalog
         self.share = share
@@ -66,7 +90,7 @@ class JobManager:
     # --- who may see what -----------------------------------------------------------------
 
     def visible(self, who: Identity, record: JobRecord) -> bool:
-        return who.admin or self.store.may_see(record, who.name, who.groups)
+        return may_see(who, job_item(record))
 
     def get(self, who: Identity, job_id: str) -> JobRecord:
         """The record, or 404 for a job the caller may not see (as for one that does not exist)."""
@@ -93,10 +117,14 @@ class JobManager:
         return folder
 
     def owned(self, who: Identity, job_id: str, action: str) -> JobRecord:
+        """The record, if the caller may change it (403 naming who may; 404 if they may not even see it)."""
         record = self.get(who, job_id)
-        if record.owner != who.name and not who.admin:
-            raise Forbidden(f"Only {record.owner} (who submitted it) or a hub admin may {action} job {job_id!r}.")
+        require_change(who, job_item(record), action)
         return record
+
+    def detail(self, who: Identity, record: JobRecord) -> dict:
+        """The job's JSON with its events (who did what), for ``GET api/jobs/{id}``."""
+        return job_json(record, who, self.events.of("job", record.job_id, since=record.created))
 
     # --- submitting ------------------------------------------------------------------------
 
@@ -121,9 +149,13 @@ class JobManager:
                 reason="quota",
             )
 
-    async def submit(self, who: Identity, sub: Submission, *, snapshot_dir: str = "") -> JobRecord:
+    async def submit(self, who: Identity, sub: Submission, *, snapshot_dir: str = "",
+                     actor: Identity | None = None, detail: str = "") -> JobRecord:
+        """Check and start ``who``'s job; ``actor``: who asked, when not ``who`` (an admin resubmitting)."""
         with self.metrics.submission(sub.framework):  # accepted, refused or failed
-            return await self._submit(who, sub, snapshot_dir)
+            record = await self._submit(who, sub, snapshot_dir)
+        self.events.add("job", record.job_id, "created", (actor or who).name, detail)
+        return record
 
     async def _submit(self, who: Identity, sub: Submission, snapshot_dir: str) -> JobRecord:
         if who.kind != "user":
@@ -156,12 +188,30 @@ class JobManager:
         log.info("Job %s submitted by %s (%s, %d worker(s))", spec.job_id, who.name, spec.framework, spec.workers)
         return self.store.attach(spec.job_id, details)
 
-    async def resubmit(self, who: Identity, job_id: str) -> JobRecord:
-        """The same notebook snapshot and choices again, as a new job (checked anew)."""
+    async def resubmit(self, who: Identity, job_id: str, owner_lookup: OwnerLookup | None = None) -> JobRecord:
+        """The same notebook snapshot and choices again, as a new job of the same owner (checked anew).
+
+        An admin resubmits on the owner's behalf: the new job is the owner's,
+        under the same project, checked against the owner's groups as the hub
+        knows them now (``owner_lookup``; without one, the job's project is
+        taken as theirs), so it runs with the owner's mounts and rights, never
+        the admin's.
+        """
         old = self.owned(who, job_id, "resubmit")
         fields = {k: v for k, v in old.spec.items() if k in Submission.__dataclass_fields__}
-        sub = Submission(**{**fields, "job_id": new_job_id(old.spec.get("name") or old.job_id)})
-        return await self.submit(who, sub, snapshot_dir=old.spec.get("snapshot_dir") or old.job_dir)
+        sub = Submission(**{**fields, "job_id": new_job_id(old.spec.get("name") or old.job_id),
+                            "project": old.project})
+        owner = who
+        if old.owner != who.name:
+            if owner_lookup is not None:
+                owner = await owner_lookup(old.owner)
+            else:
+                owner = Identity(name=old.owner, groups=(old.project,) if old.project else ())
+        behalf = f" on {old.owner}'s behalf" if owner.name != who.name else ""
+        record = await self.submit(owner, sub, snapshot_dir=old.spec.get("snapshot_dir") or old.job_dir, actor=who,
+                                   detail=f"resubmitted from job {job_id}{behalf}")
+        self.events.add("job", job_id, "resubmitted", who.name, f"as job {record.job_id}{behalf}")
+        return record
 
     # --- observing -------------------------------------------------------------------------
 
@@ -219,11 +269,13 @@ class JobManager:
             raise InvalidInput(f"Job {job_id!r} has already ended ({record.state}); nothing to cancel.")
         with self.metrics.backend_call(self.backend.name, "cancel"):
             await self.backend.cancel(record)
+        self.events.add("job", job_id, "cancelled", who.name)
         return self.store.set_state(job_id, "Cancelled", f"Cancelled by {who.name}.")
 
     async def delete(self, who: Identity, job_id: str) -> None:
         record = await self.refresh(self.owned(who, job_id, "delete"))
         self.store.delete(job_id)  # Conflict while active
+        self.events.add("job", job_id, "deleted", who.name)
         try:
             await self.backend.cleanup(record)
         except Exception:

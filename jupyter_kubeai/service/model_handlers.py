@@ -24,8 +24,8 @@ class ModelHandler(BaseHandler):
     def models(self) -> ModelManager:
         return self.service.model_manager
 
-    def model_json(self, model) -> dict:
-        return {**model.to_json(), "versions": [v.to_json() for v in self.models.store.versions(model.id)]}
+    def model_json(self, model, *, detail: bool = False) -> dict:
+        return self.models.model_json(self.identity, model, detail=detail)
 
     async def forward(self, record, method: str, path: str, body: bytes | None, headers: dict, query: str = ""):
         """:func:`.forwarding.forward`, keeping what failed in the service's recent errors (``ModelManager.note_*``)."""
@@ -43,26 +43,27 @@ class ModelsHandler(ModelHandler):
 
     async def get(self):
         project = self.get_argument("project", None) or None
-        self.write_json({"models": [m.to_json() for m in self.models.models(self.identity, project)]})
+        self.write_json({"models": [self.model_json(m) for m in self.models.models(self.identity, project)]})
 
     async def post(self):
         model, version = await self.models.register(self.identity, self.json_body())
-        self.write_json({"model": model.to_json(), "version": version.to_json()}, status=201)
+        self.write_json({"model": self.model_json(model),
+                         "version": self.models.version_json(self.identity, model, version)}, status=201)
 
 
 class ModelEntryHandler(ModelHandler):
     async def get(self, model_id):
-        self.write_json(self.model_json(self.models.model(self.identity, int(model_id))))
+        self.write_json(self.model_json(self.models.model(self.identity, int(model_id)), detail=True))
 
 
 class ModelVersionHandler(ModelHandler):
     async def get(self, model_id, version):
-        self.models.model(self.identity, int(model_id))
-        self.write_json(self.models.store.version(int(model_id), int(version)).to_json())
+        model, record = self.models.version(self.identity, int(model_id), int(version))
+        self.write_json(self.models.version_json(self.identity, model, record))
 
     async def patch(self, model_id, version):
         record = self.models.update_version(self.identity, int(model_id), int(version), self.json_body())
-        self.write_json(record.to_json())
+        self.write_json(self.models.version_json(self.identity, self.models.store.model(int(model_id)), record))
 
     async def delete(self, model_id, version):
         self.models.delete_version(self.identity, int(model_id), int(version))
@@ -75,10 +76,10 @@ class ModelAliasHandler(ModelHandler):
         version = self.json_body().get("version")
         if isinstance(version, bool) or not isinstance(version, int):
             raise InvalidInput("Send {\"version\": <number>} to point the alias at a version.")
-        self.write_json(self.models.set_alias(self.identity, int(model_id), alias, version).to_json())
+        self.write_json(self.model_json(self.models.set_alias(self.identity, int(model_id), alias, version)))
 
     async def delete(self, model_id, alias):
-        self.write_json(self.models.delete_alias(self.identity, int(model_id), alias).to_json())
+        self.write_json(self.model_json(self.models.delete_alias(self.identity, int(model_id), alias)))
 
 
 class ServicesHandler(ModelHandler):
@@ -86,11 +87,12 @@ class ServicesHandler(ModelHandler):
 
     async def get(self):
         prefix = self.service.service_prefix
-        self.write_json({"services": [await self.models.status_json(r, prefix) for r in self.models.deployments(self.identity)]})
+        self.write_json({"services": [await self.models.status_json(r, prefix, self.identity)
+                                      for r in self.models.deployments(self.identity)]})
 
     async def post(self):
         record = await self.models.deploy(self.identity, self.json_body())
-        self.write_json(await self.models.status_json(record, self.service.service_prefix), status=201)
+        self.write_json(await self.models.status_json(record, self.service.service_prefix, self.identity), status=201)
 
 
 class ServiceEntryHandler(ModelHandler):
@@ -98,11 +100,11 @@ class ServiceEntryHandler(ModelHandler):
 
     async def get(self, name):
         record = self.models.deployment(self.identity, name)
-        self.write_json(await self.models.status_json(record, self.service.service_prefix))
+        self.write_json(await self.models.status_json(record, self.service.service_prefix, self.identity, detail=True))
 
     async def patch(self, name):
         record = await self.models.update(self.identity, name, self.json_body())
-        self.write_json(await self.models.status_json(record, self.service.service_prefix))
+        self.write_json(await self.models.status_json(record, self.service.service_prefix, self.identity))
 
     async def delete(self, name):
         await self.models.delete(self.identity, name)
@@ -113,7 +115,7 @@ class ServiceEntryHandler(ModelHandler):
 class ServiceRollbackHandler(ModelHandler):
     async def post(self, name):
         record = await self.models.rollback(self.identity, name)
-        self.write_json(await self.models.status_json(record, self.service.service_prefix))
+        self.write_json(await self.models.status_json(record, self.service.service_prefix, self.identity))
 
 
 class ServeProxyHandler(ModelHandler):

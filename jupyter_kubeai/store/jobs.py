@@ -1,7 +1,8 @@
 """``JobStore``: the service's records of training jobs.
 
-Who may see a job is decided here, once: its owner, and the members of
-the project it ran under (:meth:`JobStore.visible`). Records outlive the
+Lists are filtered here by the access rule of
+:mod:`jupyter_kubeai.service.access` (the owner's jobs and their projects',
+:meth:`JobStore.visible`). Records outlive the
 jobs' processes and Kubernetes objects; deleting a record is explicit.
 """
 
@@ -49,6 +50,7 @@ def _record(row: JobRow) -> JobRecord:
 
 class JobStore:
     def __init__(self, engine: Engine):
+        self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
 
     def add(self, record: JobRecord) -> JobRecord:
@@ -81,9 +83,6 @@ class JobStore:
         query = query.order_by(JobRow.created.desc(), JobRow.job_id).limit(limit).offset(offset)
         with self.sessions() as session:
             return [_record(row) for row in session.scalars(query)]
-
-    def may_see(self, record: JobRecord, user: str, groups: tuple[str, ...]) -> bool:
-        return record.owner == user or (record.project is not None and record.project in groups)
 
     def active(self) -> list[JobRecord]:
         """Jobs the backends should be watching (for re-attaching at start)."""

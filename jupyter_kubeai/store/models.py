@@ -93,6 +93,7 @@ def _deployment(row: DeploymentRow) -> DeploymentRecord:
 
 class ModelStore:
     def __init__(self, engine: Engine):
+        self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
 
     # --- models ------------------------------------------------------------------------------

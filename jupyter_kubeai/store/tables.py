@@ -161,3 +161,22 @@ class DeploymentRow(Base):
     spec: Mapped[dict] = mapped_column(JSON)  # the request as accepted, and the backend's details
     created: Mapped[float] = mapped_column(Float)
     updated: Mapped[float] = mapped_column(Float)
+
+
+class EventRow(Base):
+    """Who did what to an item, and when: ``alice`` ``rolled_back`` service ``iris-api``.
+
+    Rows outlive their item (an audit trail); the detail of an item shows
+    the events since it was created, so a reused name starts clean.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_kind_key_time", "kind", "key", "time"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "job", "model" or "service"
+    key: Mapped[str] = mapped_column(String(255))  # the job id, the model id, the service name
+    time: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(255))  # the hub user who did it
+    action: Mapped[str] = mapped_column(String(32))  # created, updated, rolled_back, ...
+    detail: Mapped[str] = mapped_column(Text, default="")
