@@ -241,15 +241,21 @@ def cmd_jobs(client: Client, args, out) -> int:
         json.dump(jobs, out, indent=2)
         out.write("\n")
         return 0
-    rows = [("ID", "STATE", "FRAMEWORK", "WORKERS", "PROJECT", "AGE")]
+    rows = [("ID", "STATE", "FRAMEWORK", "WORKERS", "OWNER", "PROJECT", "AGE")]
     now = time.time()
     for job in jobs:
-        rows.append((job["job_id"], job["state"], job["framework"], str(job.get("workers") or 1),
+        rows.append((job["job_id"], job["state"], job["framework"], topology(job), job["owner"],
                      job["project"] or "-", age(now - job["created"])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
     return 0
+
+
+def topology(job: dict) -> str:
+    """Workers, and processes per worker when more than one: ``2x4`` is 2 workers of 4 processes (8 ranks)."""
+    workers, procs = job.get("workers") or 1, job.get("procs_per_worker") or 1
+    return f"{workers}x{procs}" if procs > 1 else str(workers)
 
 
 def age(seconds: float) -> str:

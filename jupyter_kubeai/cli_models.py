@@ -233,8 +233,10 @@ def services_predict(client, args, out) -> int:
 
 def add_commands(command, group) -> None:
     """Add ``models`` and ``services`` (each with its own subcommands) to the ``kubeai`` parser."""
-    models = group("models", "The model registry: list, show, register, alias, archive.")
-    sub = models.add_subparsers(dest="action", metavar="ACTION", required=True)
+    models = group("models", "The model registry: list (the default), show, register, alias, archive.")
+    # `kubeai models` alone lists them, as `kubeai jobs` does.
+    models.set_defaults(func=models_list, project=None, json=False)
+    sub = models.add_subparsers(dest="action", metavar="ACTION")
     p = command(sub, "list", models_list, "Models you may see (yours and your projects').")
     p.add_argument("--project")
     p.add_argument("--json", action="store_true")
@@ -268,8 +270,9 @@ def add_commands(command, group) -> None:
     p.add_argument("model")
     p.add_argument("version", type=int)
 
-    services = group("services", "Inference services: list, status, deploy, update, rollback, delete, predict.")
-    sub = services.add_subparsers(dest="action", metavar="ACTION", required=True)
+    services = group("services", "Inference services: list (the default), status, deploy, update, rollback, delete, predict.")
+    services.set_defaults(func=services_list, json=False)
+    sub = services.add_subparsers(dest="action", metavar="ACTION")
     p = command(sub, "list", services_list, "Services you may see, with state and endpoint.")
     p.add_argument("--json", action="store_true")
     p = command(sub, "status", services_status, "One service: state, endpoint, versions and its recent failed requests.")

@@ -105,8 +105,8 @@ async def test_submit_follow_list_logs_delete(kubeai, home, capsys):
 
     code, table = await kubeai("jobs")
     header, row = table.splitlines()
-    assert header.split() == ["ID", "STATE", "FRAMEWORK", "WORKERS", "PROJECT", "AGE"]
-    assert row.split()[:5] == [job_id, "Succeeded", "single", "1", "vision"]
+    assert header.split() == ["ID", "STATE", "FRAMEWORK", "WORKERS", "OWNER", "PROJECT", "AGE"]
+    assert row.split()[:6] == [job_id, "Succeeded", "single", "1", "alice", "vision"]
     assert len((await kubeai("jobs", "--state", "Running"))[1].splitlines()) == 1  # the header
     code, listed = await kubeai("jobs", "--project", "vision", "--json")
     assert [j["job_id"] for j in json.loads(listed)] == [job_id]
@@ -225,3 +225,27 @@ def test_missing_settings_are_usage_errors(monkeypatch, capsys, env, message):
         monkeypatch.setenv(name, value)
     assert run_main(["jobs"], io.StringIO()) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_jobs_table_shows_processes_per_worker_and_the_owner():
+    """A teammate's job shows whose it is; 2 workers of 4 processes are 2x4 (8 ranks), not 2."""
+    import argparse
+
+    from jupyter_kubeai.cli import cmd_jobs
+
+    class Listing:
+        def call(self, method, path):
+            assert (method, path) == ("GET", "api/jobs")
+            return {"jobs": [
+                {"job_id": "ddp-1", "state": "Running", "framework": "pytorch", "workers": 2, "procs_per_worker": 4,
+                 "owner": "bob", "project": "vision", "created": time.time() - 120},
+                {"job_id": "one-1", "state": "Succeeded", "framework": "single", "workers": 1, "procs_per_worker": 1,
+                 "owner": "alice", "project": None, "created": time.time() - 7200},
+            ]}
+
+    out = io.StringIO()
+    assert cmd_jobs(Listing(), argparse.Namespace(state=None, project=None, limit=None, json=False), out) == 0
+    rows = [line.split() for line in out.getvalue().splitlines()]
+    assert rows == [["ID", "STATE", "FRAMEWORK", "WORKERS", "OWNER", "PROJECT", "AGE"],
+                    ["ddp-1", "Running", "pytorch", "2x4", "bob", "vision", "2m"],
+                    ["one-1", "Succeeded", "single", "1", "alice", "-", "2h"]]

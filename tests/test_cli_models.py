@@ -25,6 +25,7 @@ async def test_register_alias_deploy_update_rollback(kubeai):
     assert (await kubeai("models", "register", "iris", "--path", "out/model.joblib", "--project", "vision"))[0] == 0
     code, out = await kubeai("models", "list")
     assert "vision/iris" in out and out.splitlines()[1].split()[2] == "2"
+    assert await kubeai("models") == (code, out)  # no action: list
     assert (await kubeai("models", "alias", "vision/iris", "production", "1"))[0] == 0
     code, out = await kubeai("models", "show", "iris", "--json")
     model = json.loads(out)
@@ -33,6 +34,8 @@ async def test_register_alias_deploy_update_rollback(kubeai):
     assert code == 0 and "iris:1" in out and "Ready" in out
     code, out = await kubeai("services", "update", "iris-api", "--version", "2")
     assert code == 0 and "iris:2" in out
+    code, out = await kubeai("services")  # no action: list
+    assert code == 0 and out.splitlines()[0].split()[0] == "SERVICE" and "iris-api" in out
     code, out = await kubeai("services", "rollback", "iris-api")
     assert code == 0 and "iris:1" in out
     code, out = await kubeai("models", "delete-version", "iris", "1")
