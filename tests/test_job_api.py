@@ -13,6 +13,7 @@ from tornado.httpclient import AsyncHTTPClient
 from traitlets.config import Config
 
 from jupyter_kubeai.backends.base import JobBackend
+from jupyter_kubeai.jobs.logfiles import LogText
 from jupyter_kubeai.jobs.status import JobEvent, JobStatus
 from jupyter_kubeai.jobs.submission import new_job_id, prepare_job_folder
 
@@ -47,8 +48,8 @@ class InMemoryBackend(JobBackend):
     async def replicas(self, record):
         return ["main"]
 
-    async def logs(self, record, replica):
-        return ""
+    async def logs(self, record, replica, *, tail=None, offset=None, length=None):
+        return LogText("", offset=offset or 0, size=0)
 
     async def events(self, record):
         return [JobEvent(record.created, "Normal", "Submitted", "ok")]
@@ -357,6 +358,13 @@ def await_identity(name, groups=("vision",), admin=False):
         ({"name": ""}, "job name must be"),
         ({"job_id": "Bad_ID"}, "is not valid"),
         ({"profile": "gpu"}, "needs 1 GPU(s) but this machine has none"),
+        # Parameters: kept in the record the panel re-reads, so bounded; exact, so no whole number past 64 bits.
+        ({"parameters": {"blob": "x" * (64 * 1024)}}, "a parameter may have at most 64 KiB"),
+        ({"parameters": {f"p{i}": "x" * 60_000 for i in range(5)}}, "at most 256 KiB are allowed"),
+        ({"parameters": {"seed": 2**64}}, "64 bits"),
+        ({"parameters": {"sizes": [1, -(2**63) - 1]}}, "64 bits"),
+        ({"parameters": {"not a name": 1}}, "is not a Python variable name"),
+        ({"parameters": [1]}, "'parameters' must be an object"),
     ],
 )
 async def test_bad_submissions_are_refused_and_leave_nothing(api, share, change, message):
@@ -367,6 +375,22 @@ async def test_bad_submissions_are_refused_and_leave_nothing(api, share, change,
     assert code == 400, answer
     assert message in answer["message"]
     assert app.job_manager.store.count() == 0
+
+
+def test_the_submitting_side_refuses_the_same_parameters_and_writes_nothing(share):
+    """The lab extension and the CLI write the snapshot first: the same limits apply there, before any file."""
+    from jupyter_kubeai.errors import InvalidInput
+    from jupyter_kubeai.jobs.submission import prepare_submission
+
+    home = share / "users/alice"
+    home.mkdir(parents=True)
+    for parameters, message in [({"seed": 2**63}, "beyond 64 bits"), ({"big": "x" * 70_000}, "at most 64 KiB"),
+                                ({"rate": float("nan")}, "not a finite number")]:
+        with pytest.raises(InvalidInput, match=message):
+            prepare_submission(home, "train.ipynb", NOTEBOOK, {"parameters": parameters})
+        assert not (home / ".kubeai/jobs").exists() or not list((home / ".kubeai/jobs").iterdir())
+    job_id, body = prepare_submission(home, "train.ipynb", NOTEBOOK, {"parameters": {"seed": 2**63 - 1, "rate": 0.5}})
+    assert body["parameters"] == {"seed": 2**63 - 1, "rate": 0.5}
 
 
 async def test_a_missing_snapshot_or_a_taken_id_is_refused(api, share):

@@ -56,13 +56,52 @@ except ImportError:  # an image without jupyter_kubeai: no executed copy
 
 '''
 
-_JSON_TYPES = (str, int, float, bool, type(None))
+#: The largest value of one parameter, and of all together, as JSON. The job record keeps them and
+#: the panel re-reads the record while the job runs: data belongs in files, not in parameters.
+MAX_PARAMETER_BYTES = 64 * 1024
+MAX_PARAMETERS_BYTES = 256 * 1024
+#: The most parameters one job takes.
+MAX_PARAMETERS = 200
+#: Whole numbers must fit 64 bits: JSON readers (the panel's, PostgreSQL's, other tools') turn larger ones
+#: into floats, which would silently change the value the notebook sees.
+INT_RANGE = (-(2**63), 2**63 - 1)
+
+
+def check_parameters(parameters: object) -> dict:
+    """``parameters`` if they are valid for a job (names, JSON values, sizes), else InvalidInput saying why."""
+    if not isinstance(parameters, dict):
+        raise InvalidInput("Parameters must be an object of name: value.")
+    if len(parameters) > MAX_PARAMETERS:
+        raise InvalidInput(f"A job takes at most {MAX_PARAMETERS} parameters, not {len(parameters)}.")
+    total = 0
+    for name, value in parameters.items():
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+            raise InvalidInput(f"Parameter name {str(name)[:80]!r} is not a Python variable name.")
+        _check_value(name, value)
+        size = len(json.dumps(value).encode())
+        if size > MAX_PARAMETER_BYTES:
+            raise InvalidInput(
+                f"Parameter {name!r} is {size} bytes as JSON; a parameter may have at most {MAX_PARAMETER_BYTES // 1024} KiB. "
+                "Put large data in a file in your volumes and pass its path as the parameter.")
+        total += size
+    if total > MAX_PARAMETERS_BYTES:
+        raise InvalidInput(f"The parameters are {total} bytes as JSON together; at most {MAX_PARAMETERS_BYTES // 1024} KiB "
+                           "are allowed. Put large data in files and pass their paths.")
+    return parameters
 
 
 def _check_value(name: str, value, depth: int = 0) -> None:
     if depth > 10:
         raise InvalidInput(f"Parameter {name!r} is nested too deeply.")
-    if isinstance(value, _JSON_TYPES):
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int):
+        if not INT_RANGE[0] <= value <= INT_RANGE[1]:
+            raise InvalidInput(f"Parameter {name!r} has a whole number beyond 64 bits; pass it as text if you need it.")
+        return
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise InvalidInput(f"Parameter {name!r} is not a finite number (NaN and Infinity are not JSON).")
         return
     if isinstance(value, list):
         for item in value:
@@ -78,10 +117,7 @@ def _check_value(name: str, value, depth: int = 0) -> None:
 def parameters_source(parameters: dict) -> str:
     """Python source assigning the parameters (checked: names and JSON values only)."""
     lines = ["# Parameters of this job"]
-    for name, value in parameters.items():
-        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
-            raise InvalidInput(f"Parameter name {name!r} is not a Python variable name.")
-        _check_value(name, value)
+    for name, value in check_parameters(parameters).items():
         lines.append(f"{name} = {value!r}")
     return "\n".join(lines) + "\n"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..catalog.access import CUSTOM_IMAGE, GPUS, IMAGE, PROFILE, UserView, select
 from ..errors import InvalidInput
-from .snapshot import JOBS_FOLDER, write_snapshot
+from .snapshot import JOBS_FOLDER, check_parameters, write_snapshot
 from .spec import FRAMEWORKS, JOB_ID_RE, JobSpec
 
 #: The job record as the submitting side keeps it beside the snapshot.
@@ -105,6 +105,7 @@ def parse_submission(body: object) -> Submission:
     for key, value in body.get("env", {}).items():
         if not isinstance(value, str):
             raise InvalidInput(f"Environment variable {key} must be text, not {json.dumps(value)[:40]}.")
+    check_parameters(body.get("parameters", {}))
     if body["framework"] not in FRAMEWORKS:
         raise InvalidInput(f"Framework {body['framework']!r} is not one of {', '.join(FRAMEWORKS)}.")
     return Submission(**{**body, "name": name})
@@ -166,9 +167,7 @@ def prepare_submission(home: Path, notebook_path: str, content: dict, fields: di
     """
     if not isinstance(fields, dict):
         raise InvalidInput("The submission must be a JSON object.")
-    parameters = fields.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise InvalidInput("Parameters must be an object of name: value.")
+    parameters = check_parameters(fields.get("parameters") or {})
     name = fields.get("name") or Path(notebook_path).stem or "job"
     if not isinstance(name, str):
         raise InvalidInput("The job name must be text.")
