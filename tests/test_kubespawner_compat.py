@@ -568,3 +568,24 @@ async def test_the_gpu_limit_is_set_once_and_not_carried_into_the_next_spawn(cat
 )
 def test_readable_messages_keep_the_kubelets_text(readable, message, expected):
     assert with_kubelet_text(readable, message) == expected
+
+
+async def test_a_profile_may_move_the_server_to_another_namespace(kube):
+    # KubeSpawner's test_spawn_start_profile_list_override_namespace: the
+    # namespace comes from the chosen entry, and the watches follow it.
+    profiles = [
+        {"display_name": "Default namespace", "slug": "default-namespace", "default": True,
+         "kubespawner_override": {"cpu_limit": 1}},
+        {"display_name": "Different namespace", "slug": "different-namespace",
+         "kubespawner_override": {"namespace": "another", "cpu_limit": 1}},
+    ]
+    spawner = make_spawner(FakeUser("jack"), spawner_class=KubeAISpawner, profile_list=profiles)
+    await spawner._run_apply_user_options({"profile": "different-namespace"})
+    assert isinstance(await spawner.poll(), int)
+    await spawner.start()
+    assert kube.get("pods", "another", spawner.pod_name)["status"]["phase"] == "Running"
+    assert kube.get("pods", NAMESPACE, spawner.pod_name) is None
+    assert await spawner.poll() is None
+    await spawner.stop()
+    assert kube.get("pods", "another", spawner.pod_name) is None
+    assert isinstance(await spawner.poll(), int)
