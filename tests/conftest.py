@@ -24,3 +24,11 @@ async def serve():
     for server in servers:
         server.stop()
 
+
+
+@pytest.fixture(autouse=True)
+def _own_kubeai_state_dir(monkeypatch, tmp_path_factory):
+    """Each test's own ``$KUBEAI_STATE_DIR`` (a test may set another): local backends record the
+    processes they start there (and count their reservations), so tests, and concurrent runs, never
+    see each other's; and a value ``hubconfig.configure`` wrote is undone after the test."""
+    monkeypatch.setenv("KUBEAI_STATE_DIR", str(tmp_path_factory.mktemp("kubeai-state")))

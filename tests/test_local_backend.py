@@ -172,6 +172,7 @@ def test_user_code_gets_no_service_settings_or_tokens():
 
     base = {"PATH": "/usr/bin", "HOME": "/home/alice", "JUPYTERHUB_API_TOKEN": "service-token",
             "JUPYTERHUB_CLIENT_ID": "service-kubeai", "KUBEAI_DB_URL": "postgresql://u:secret@db/k",
-            "KUBEAI_METRICS_TOKEN": "m", "CONFIGPROXY_AUTH_TOKEN": "p", "MY_SETTING": "1"}
+            "KUBEAI_METRICS_TOKEN": "m", "CONFIGPROXY_AUTH_TOKEN": "p", "MY_SETTING": "1", "JPY_API_TOKEN": "t"}
+    # An allow-list: a name nobody listed (MY_SETTING, or a secret nobody thought of) stays out too.
     assert user_code_env({"KUBEAI_JOB_ID": "j-1"}, base=base) == {
-        "PATH": "/usr/bin", "HOME": "/home/alice", "MY_SETTING": "1", "KUBEAI_JOB_ID": "j-1"}
+        "PATH": "/usr/bin", "HOME": "/home/alice", "KUBEAI_JOB_ID": "j-1"}

@@ -20,8 +20,8 @@ def script(tmp_path: Path, body: str) -> list[str]:
 
 
 @pytest.fixture
-def runner():
-    return LocalJobRunner()
+def runner(tmp_path):
+    return LocalJobRunner(tmp_path / "service-state")
 
 
 def test_a_job_that_succeeds(tmp_path, runner):
@@ -88,20 +88,21 @@ def test_cancel_stops_every_process_of_the_job(tmp_path, runner):
 def test_jobs_outlive_their_runner_and_are_re_attached(tmp_path):
     job = tmp_path / "job-5"
     marker = tmp_path / "go"
-    LocalJobRunner().start(job, script(tmp_path, f"""
+    state = tmp_path / "service-state"
+    LocalJobRunner(state).start(job, script(tmp_path, f"""
         import pathlib, time
         while not pathlib.Path({str(marker)!r}).exists():
             time.sleep(0.05)
         print("finished")
     """))
     # A new runner (a restarted hub service) finds it running, then done.
-    fresh = LocalJobRunner()
+    fresh = LocalJobRunner(state)
     deadline = time.monotonic() + 30
     while fresh.status(job).state != "Running":
         assert time.monotonic() < deadline
         time.sleep(0.05)
     marker.touch()
-    assert LocalJobRunner().wait(job).state == "Succeeded"
+    assert LocalJobRunner(state).wait(job).state == "Succeeded"
 
 
 def test_a_vanished_supervisor_is_reported_failed(tmp_path, runner):

@@ -1,14 +1,24 @@
-"""``LocalBackend``: jobs as supervised process groups on this machine (local mode)."""
+"""``LocalBackend``: jobs as supervised process groups on this machine (local mode).
+
+Jobs share the machine the way pods share a cluster's nodes: each running
+job reserves its size's CPU and memory requests (per worker and parameter
+server) and its own GPU devices, and a submission that does not fit beside
+the running jobs, or beyond the per-user and per-project limits, is refused
+with 409 naming what is held and by whom (:mod:`jupyter_kubeai.local.capacity`).
+The reservations live in the runner's records in the service's state folder,
+so a restarted service still counts the jobs that kept running.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import os
 from pathlib import Path
 
-from traitlets import Integer, Unicode, default
+from traitlets import Float, Integer, Unicode, default, validate
 
 from .. import safefiles
+from ..catalog.model import quantity_value
 from ..errors import Conflict, InvalidInput, NotFound
 from ..jobs.local import LocalJobRunner
 from ..jobs.local_commands import RANK_LOG_DIR, local_command
@@ -17,13 +27,12 @@ from ..jobs.snapshot import JOBS_FOLDER
 from ..jobs.spec import JobSpec
 from ..jobs.status import JobEvent, JobStatus
 from ..jobs.tf_launch import ROLES as TF_ROLES
+from ..local.capacity import Capacity, Reservation, check_fit, free_devices, machine_cpus, machine_memory, request_for
+from ..local.environment import env_allowlist_trait
 from ..local.share import LocalShare, default_share_root
 from ..local.spawner import count_local_gpus
 from ..store.jobs import JobRecord
 from .base import JobBackend
-
-#: In a job folder: the GPUs (device numbers) the job was given, for re-attaching after a restart.
-GPUS_FILE = "gpus.json"
 
 
 def job_env(spec: JobSpec) -> dict[str, str]:
@@ -53,6 +62,19 @@ class LocalBackend(JobBackend):
     def _default_share_root(self):
         return default_share_root()
 
+    state_dir = Unicode(
+        config=True,
+        help="""Where the service records the processes of the jobs it started (pid, start time,
+        process group) and what each reserved. Never in a job folder: users' code can write
+        those, and a pid read from there could name any process. Default: ``$KUBEAI_STATE_DIR/jobs``.""",
+    )
+
+    @default("state_dir")
+    def _default_state_dir(self):
+        return os.path.join(os.environ.get("KUBEAI_STATE_DIR", ".kubeai"), "jobs")
+
+    env_allowlist = env_allowlist_trait("jobs")
+
     local_gpus = Integer(
         config=True,
         help="""GPUs this machine offers to local jobs. Default: counted with ``nvidia-smi -L``.
@@ -68,48 +90,88 @@ class LocalBackend(JobBackend):
     def _default_local_gpus(self):
         return count_local_gpus()
 
+    local_cpus = Float(
+        config=True,
+        help="""CPUs this machine offers to local jobs. Default: the CPUs this service may use.
+
+        Each running job reserves its size's ``cpu_request`` for each worker and
+        parameter server (the processes of a worker share it); a job that does
+        not fit beside the running ones is refused (409) with what holds the rest.
+        """,
+    )
+
+    @default("local_cpus")
+    def _default_local_cpus(self):
+        return machine_cpus()
+
+    local_memory = Unicode(
+        "",
+        config=True,
+        help="""Memory this machine offers to local jobs, a Kubernetes quantity (``"16Gi"``).
+        Default (empty): ``MemTotal`` of ``/proc/meminfo``. Reserved like ``local_cpus``,
+        with the sizes' ``memory_request``.""",
+    )
+
+    @validate("local_memory")
+    def _validate_local_memory(self, proposal):
+        value = proposal["value"].strip()
+        if value:
+            try:
+                quantity_value(value)
+            except ValueError:
+                raise ValueError(f"LocalBackend.local_memory must be a quantity such as 16Gi, not {value!r}") from None
+        return value
+
+    max_jobs_per_user = Integer(
+        8,
+        config=True,
+        help="""Jobs one user may run at once on this machine (-1: no limit). A submission beyond it is refused (409).""",
+    )
+
+    max_jobs_per_project = Integer(
+        16,
+        config=True,
+        help="""Jobs of one project (hub group) that may run at once on this machine (-1: no limit).
+        Personal jobs count only against ``max_jobs_per_user``.""",
+    )
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.runner = LocalJobRunner()
-        # job folder -> the devices its processes were given (while it runs)
-        self._gpus: dict[str, tuple[int, ...]] = {}
+        self.runner = LocalJobRunner(self.state_dir, self.env_allowlist)
+        #: job folder -> what a submission being started holds (until the runner has recorded it)
+        self._starting: dict[str, Reservation] = {}
 
-    def _held_gpus(self) -> dict[int, str]:
-        """Device -> the job folder of the running job holding it."""
-        held = {}
-        for job_dir, devices in list(self._gpus.items()):
-            if not self.runner.status(Path(job_dir)).active:
-                del self._gpus[job_dir]
-                continue
-            held.update({device: job_dir for device in devices})
-        return held
+    @property
+    def capacity(self) -> Capacity:
+        memory = int(quantity_value(self.local_memory)) if self.local_memory else machine_memory()
+        return Capacity(cpus=self.local_cpus, memory=memory, gpus=self.local_gpus,
+                        max_jobs_per_user=self.max_jobs_per_user, max_jobs_per_project=self.max_jobs_per_project)
 
-    def _give_gpus(self, spec: JobSpec) -> str:
-        """``CUDA_VISIBLE_DEVICES`` for the job: free devices, or Conflict when too few are free."""
-        if not spec.total_gpus:
-            return ""
-        held = self._held_gpus()
-        free = [device for device in range(self.local_gpus) if device not in held]
-        if len(free) < spec.total_gpus:
-            holders = sorted({Path(job_dir).name for job_dir in held.values()})
-            raise Conflict(
-                f"This job needs {spec.total_gpus} GPU(s), but only {len(free)} of this machine's {self.local_gpus} "
-                f"are free: running jobs (or cancelled ones still stopping) hold the others ({', '.join(holders)}). "
-                "Wait for one to end, or cancel it."
-            )
-        devices = tuple(free[:spec.total_gpus])
-        self._gpus[spec.job_dir] = devices
-        return ",".join(map(str, devices))
+    def reservations(self) -> list[Reservation]:
+        """What the running jobs (and the submissions being started) hold now."""
+        held = dict(self._starting)
+        for record in self.runner.running():
+            reservation = Reservation.from_json(record.get("reservation"))
+            if reservation is not None:
+                held.setdefault(record["job_dir"], reservation)
+        return list(held.values())
+
+    def _reserve(self, spec: JobSpec) -> Reservation:
+        """Hold what ``spec`` needs (GPU devices included), or refuse: Conflict now, InvalidInput never."""
+        request = request_for(spec)
+        running = self.reservations()
+        fit = check_fit(self.capacity, running, request)
+        if not fit.ok:
+            raise (InvalidInput if fit.never else Conflict)(fit.reason)
+        devices = free_devices(self.local_gpus, running, spec.total_gpus)
+        reservation = Reservation(**{**request.to_json(), "devices": devices})
+        self._starting[os.path.abspath(spec.job_dir)] = reservation
+        return reservation
 
     def job_dir(self, owner: str, job_id: str) -> str:
         return str(LocalShare(self.share_root).user_dir(owner) / JOBS_FOLDER / job_id)
 
     async def submit(self, spec: JobSpec) -> dict:
-        if spec.total_gpus > self.local_gpus:
-            raise InvalidInput(
-                f"This job needs {spec.total_gpus} GPU(s) but this machine has {self.local_gpus or 'none'}: "
-                "pick a CPU size, or fewer workers."
-            )
         command = local_command(spec)  # InvalidInput before anything starts
         if not Path(spec.script).is_file():
             raise InvalidInput(
@@ -117,33 +179,27 @@ class LocalBackend(JobBackend):
                 "kubeai command, which write the snapshot first."
             )
         env = job_env(spec)
-        visible = self._give_gpus(spec)
+        # Checked and held with no await in between: two submissions cannot both take the last CPU.
+        # (It reads the service's own small records and /proc, which never block.)
+        reservation = self._reserve(spec)
+        visible = ",".join(map(str, reservation.devices))
         if self.local_gpus:
             env["CUDA_VISIBLE_DEVICES"] = visible  # the job's own devices, none for a CPU size
         try:
-            if visible:
-                folder = Path(spec.job_dir)
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / GPUS_FILE).write_text(json.dumps([int(d) for d in visible.split(",")]))
-            await asyncio.to_thread(self.runner.start, Path(spec.job_dir), command, env)
-        except BaseException:
-            self._gpus.pop(spec.job_dir, None)
-            raise
+            await asyncio.to_thread(self.runner.start, Path(spec.job_dir), command, env, reservation.to_json())
+        finally:
+            self._starting.pop(os.path.abspath(spec.job_dir), None)
         return {"command": command, **({"gpus": visible} if visible else {})}
 
     async def status(self, record: JobRecord) -> JobStatus:
-        status = await asyncio.to_thread(self.runner.status, Path(record.job_dir))
-        if status.active and record.job_dir not in self._gpus:
-            # After a restart: the running job keeps the devices it was given.
-            try:
-                devices = json.loads((Path(record.job_dir) / GPUS_FILE).read_text())
-                self._gpus[record.job_dir] = tuple(int(d) for d in devices)
-            except (OSError, ValueError, TypeError):
-                pass
-        return status
+        return await asyncio.to_thread(self.runner.status, Path(record.job_dir))
 
     async def cancel(self, record: JobRecord) -> bool:
         return await asyncio.to_thread(self.runner.cancel, Path(record.job_dir))
+
+    async def cleanup(self, record: JobRecord) -> None:
+        """Forget the finished job's process record (its folder stays)."""
+        await asyncio.to_thread(self.runner.forget, Path(record.job_dir))
 
     def _job_root(self, record: JobRecord) -> tuple[Path, tuple[str, ...]]:
         """The owner's home (trusted) and the job folder's names below it: logs are read from there

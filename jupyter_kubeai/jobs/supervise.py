@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from .. import safefiles
+
 STATE_FILE = "state.json"
 #: Written by a cancel that came before the job was running; the supervisor then starts nothing.
 CANCEL_FILE = "cancel-requested"
@@ -37,14 +39,18 @@ def write_state(job_dir: Path, **state) -> None:
     os.replace(tmp, job_dir / STATE_FILE)  # readers never see half a file
 
 
-def tail(path: Path, lines: int = TAIL_LINES) -> str:
+def tail(path: Path, lines: int = TAIL_LINES, root: Path | None = None) -> str:
+    """The last ``lines`` lines of a log (from its last 64 KiB), "" when it is missing or not a regular file.
+
+    Logs are written by users' code: read with no link followed (below
+    ``root`` when given, else at the file itself), never a FIFO, never whole.
+    """
+    root = path.parent if root is None else root
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            return b"\n".join(f.read().splitlines()[-lines:]).decode("utf-8", "replace")
-    except FileNotFoundError:
+        data = safefiles.read_bytes(root, path.relative_to(root).parts, limit=64 * 1024, tail=True)
+    except (safefiles.Missing, safefiles.Unsafe, ValueError):
         return ""
+    return b"\n".join(data.splitlines()[-lines:]).decode("utf-8", "replace")
 
 
 def failure_lines(job_dir: Path, log_path: Path) -> str:
@@ -54,10 +60,10 @@ def failure_lines(job_dir: Path, log_path: Path) -> str:
         key=lambda p: (int(p.parent.name) if p.parent.name.isdigit() else 1 << 30, str(p)),
     )
     for path in ranks:
-        text = tail(path)
+        text = tail(path, root=job_dir)
         if "Traceback" in text or "Error" in text:
             return f"Rank {path.parent.name}, last lines:\n{text}"
-    return f"Last lines:\n{tail(log_path)}"
+    return f"Last lines:\n{tail(log_path, root=job_dir)}"
 
 
 def main(argv=None) -> int:
