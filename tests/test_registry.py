@@ -212,3 +212,68 @@ def test_good_signatures_in_their_canonical_form(raw, expected):
 def test_malformed_signatures_say_what_is_wrong(raw, message):
     with pytest.raises(InvalidInput, match=message):
         registry.check_signature(raw)
+
+
+# --- a forced format must match the files; a version folder already on the share is skipped ------------
+
+
+def torchscript_file(path):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("model/code/__torch__.py", "def forward(self, x): return x\n")
+    return path
+
+
+@pytest.mark.parametrize("path, forced, message", [
+    ("job/outputs/model.joblib", "torchscript", "model.joblib is sklearn"),
+    ("job/outputs", "torchscript", "the files are sklearn"),
+    ("job/outputs", "custom", "the files are sklearn"),
+    ("job/outputs/extra", "sklearn", "hold no model of a known format"),
+    ("job/fake.pt", "torchscript", "hold no model of a known format"),
+    ("job/ts.pt", "sklearn", "ts.pt is torchscript"),
+])
+def test_a_forced_format_that_does_not_match_the_files_is_refused(share, path, forced, message):
+    (share.user_dir("alice") / "job/fake.pt").write_bytes(b"not a zip")
+    torchscript_file(share.user_dir("alice") / "job/ts.pt")
+    with pytest.raises(InvalidInput, match=f"Format '{forced}' does not match the model") as refused:
+        stage(share, resolve(share, path), model_format=forced)
+    assert message in str(refused.value)
+    assert registry_files(share) == []
+
+
+def test_a_forced_format_that_matches_is_kept(share):
+    torchscript_file(share.user_dir("alice") / "job/ts.pt")
+    assert stage(share, resolve(share, "job/outputs"), model_format="sklearn").format == "sklearn"
+    staged = stage(share, resolve(share, "job/ts.pt"), model_format="torchscript")
+    assert staged.format == "torchscript" and (staged.folder / "model.pt").is_file()
+    # A file whose name says nothing: taken as the format said (the runtime loads it by the canonical name).
+    (share.user_dir("alice") / "job/weights.bin").write_bytes(b"joblib bytes")
+    assert stage(share, resolve(share, "job/weights.bin"), model_format="sklearn").format == "sklearn"
+
+
+def test_a_version_folder_already_on_the_share_is_skipped_never_replaced(share):
+    """Another (or a restored) store registered versions of this model on the same share."""
+    theirs = share.root / registry.version_path("user-alice", "m", 1)
+    theirs.mkdir(parents=True)
+    (theirs / "model.joblib").write_bytes(b"their weights")
+    (theirs.parent / "1.1").mkdir()
+    relative = registry.free_version_path(share, "user-alice", "m", 1)
+    assert relative == "models/user-alice/m/1.2"
+    assert registry.free_version_path(share, "user-alice", "m", 2) == "models/user-alice/m/2"
+    staged = stage(share, resolve(share, "job/outputs"))
+    registry.place(share, staged.folder, relative)
+    assert (share.root / relative / "model.joblib").read_bytes() == b"alice's weights"
+    assert (theirs / "model.joblib").read_bytes() == b"their weights"
+
+
+def test_a_folder_that_appears_while_placing_is_a_conflict(share):
+    from jupyter_kubeai.errors import Conflict
+
+    staged = stage(share, resolve(share, "job/outputs"))
+    taken = share.root / registry.version_path("user-alice", "m", 1)
+    taken.mkdir()
+    (taken / "x").write_text("someone else's")
+    with pytest.raises(Conflict, match="already holds models/user-alice/m/1"):
+        registry.place(share, staged.folder, registry.version_path("user-alice", "m", 1))
+    assert (taken / "x").read_text() == "someone else's"

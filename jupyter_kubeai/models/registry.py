@@ -40,7 +40,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import Forbidden, InvalidInput, NotFound
+from ..errors import Conflict, Forbidden, InvalidInput, NotFound
 from ..local.share import LocalShare
 from ..naming import slug
 from ..serving.model_dir import (
@@ -50,6 +50,7 @@ from ..serving.model_dir import (
     PREDICTOR_FILE,
     SKLEARN_FILES,
     TORCHSCRIPT_FILE,
+    read_model_dir,
     read_model_json,
     write_model_json,
 )
@@ -293,6 +294,37 @@ def detect_format(source: Path) -> str:
                        "or a predictor.py with a Predictor class.")
 
 
+def _format_or_none(path: Path) -> str | None:
+    try:
+        return detect_format(path)
+    except InvalidInput:
+        return None
+
+
+def _found(staged: Path) -> str:
+    """What a staged copy holds, in words, for a refusal."""
+    try:
+        return f"the files are {detect_format(staged)}"
+    except InvalidInput:
+        names = sorted(p.name for p in staged.iterdir() if p.name != MODEL_JSON)
+        return f"the files ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''}) hold no model of a known format"
+
+
+def check_format(staged: Path, model_format: str) -> None:
+    """InvalidInput (saying what was found) unless the staged copy can be served as ``model_format``:
+    a forced format that does not match the files would only fail later, when a service is deployed."""
+    try:
+        info = read_model_dir(staged)
+    except InvalidInput:
+        info = None
+    matches = info is not None and info.format == model_format
+    if matches and model_format == "torchscript":
+        matches = _is_torchscript(staged / TORCHSCRIPT_FILE)
+    if not matches:
+        raise InvalidInput(f"Format {model_format!r} does not match the model: {_found(staged)}. "
+                           "Leave the format out to have it detected, or register the right files.")
+
+
 def _own_model_json(staging: Path) -> dict:
     """The model.json the job wrote into the folder (already copied), or {}."""
     try:
@@ -364,6 +396,7 @@ def stage(share: LocalShare, scope: str, model: str, source: Source, model_forma
     if model_format is not None and model_format not in FORMATS:
         raise InvalidInput(f"Format {model_format!r} is not one of {', '.join(FORMATS)}.")
     signature = check_signature(signature)
+    forced = model_format is not None
     staging = _new_staging(share.root / MODELS_FOLDER / scope / model)
     try:
         if _Copier(source, staging).copy():
@@ -374,10 +407,17 @@ def stage(share: LocalShare, scope: str, model: str, source: Source, model_forma
             config = own.get("config") if isinstance(own.get("config"), dict) else None
         else:
             copied = staging / source.path.name
+            if forced:
+                found = _format_or_none(copied)
+                if found not in (None, model_format):
+                    raise InvalidInput(f"Format {model_format!r} does not match the model: {source.path.name} is "
+                                       f"{found}. Leave the format out to have it detected, or register the right file.")
             model_format = model_format or detect_format(copied)
             copied.rename(staging / CANONICAL.get(model_format, source.path.name))
             config = None
         write_model_json(staging, format=model_format, signature=signature or None, config=config)
+        if forced:
+            check_format(staging, model_format)
         return Staged(staging, checksum(staging), model_format, signature)
     except BaseException:
         _discard(staging)
@@ -389,10 +429,30 @@ def version_path(scope: str, model: str, version: int) -> str:
     return f"{MODELS_FOLDER}/{scope}/{model}/{version}"
 
 
+def free_version_path(share: LocalShare, scope: str, model: str, version: int) -> str:
+    """:func:`version_path`, or where that folder is taken already (the share holds versions of another
+    or a restored store), the first free ``<version>.<n>`` beside it: a registration never fails on,
+    nor touches, files this store did not record."""
+    relative = version_path(scope, model, version)
+    candidate, n = relative, 1
+    while os.path.lexists(share.root / candidate):
+        candidate, n = f"{relative}.{n}", n + 1
+    return candidate
+
+
 def place(share: LocalShare, staging: Path, relative: str) -> None:
-    """Rename the staged folder into place (atomic) and make it read-only."""
+    """Rename the staged folder into place (atomic) and make it read-only.
+
+    Conflict (409) if the folder appeared meanwhile (another store registering on the same share).
+    """
     final = share.root / relative
-    os.rename(staging, final)
+    try:
+        os.rename(staging, final)
+    except OSError as e:
+        if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise Conflict(f"The share already holds {relative} (registered by another store on the same share "
+                           "meanwhile); try again.") from None
+        raise
     _freeze(final)
 
 
