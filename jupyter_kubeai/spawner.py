@@ -206,6 +206,7 @@ class KubeAISpawner(KubeAISpawnerMixin, KubeSettings, KubeSpawner):
         if self._applied_options is not None and self._applied_options == as_options(self.user_options):
             return
         if self.effective_profile_list_mode == ADMIN:
+            self.selection = self._chosen_entry = None  # nothing of an earlier spawn's choice
             await super().load_user_options()
             self._applied_options = as_options(self.user_options)
         else:

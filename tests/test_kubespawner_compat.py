@@ -363,6 +363,31 @@ async def test_the_admin_form_is_kubespawners_with_options_choices_and_free_text
     assert 'value="training-python"' in form and 'value="no-regex"' in form
 
 
+@pytest.mark.parametrize("slug, expected", [("profile-2", "profile 2"), (None, "profile 2"), ("", "profile 2")])
+async def test_find_slug(spawner, slug, expected):
+    profiles = spawner._get_initialized_profile_list(
+        [{"display_name": "profile 1", "kubespawner_override": {}},
+         {"display_name": "profile 2", "default": True, "kubespawner_override": {}}]
+    )
+    assert spawner._get_profile(slug, profiles)["display_name"] == expected
+    with pytest.raises(ValueError):
+        spawner._get_profile("does-not-exist", profiles)
+
+
+async def test_profile_missing_defaults_populated(spawner):
+    profiles = spawner._get_initialized_profile_list(
+        [{"display_name": "Something without a slug", "kubespawner_override": {}},
+         {"display_name": "Something with choices", "profile_options": {
+             "no-defaults": {"choices": {"option-1": {}, "option-2": {}}},
+             "only-unlisted": {"unlisted_choice": {"enabled": True}}}}]
+    )
+    assert profiles[0]["slug"] == "something-without-a-slug" and profiles[0]["default"] is True
+    options = profiles[1]["profile_options"]
+    assert options["no-defaults"]["choices"]["option-1"]["default"] is True
+    assert options["no-defaults"]["unlisted_choice"] == {"enabled": False}
+    assert options["only-unlisted"]["unlisted_choice"] == {"enabled": True, "display_name_in_choices": "Other..."}
+
+
 # --- users and stored options as KubeSpawner's tests make them ----------------------------------
 
 
