@@ -195,3 +195,25 @@ def test_without_hub_settings_it_says_what_is_missing(tmp_path):
         assert "KUBEAI_SERVICE_URL" in r.json()["message"]
     finally:
         stop(proc)
+
+
+class LogPart(web.RequestHandler):
+    """A stand-in for the service's logs route: a part of a log, and where it is."""
+
+    def get(self, path):
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.set_header("X-Log-Offset", "100")
+        self.set_header("X-Log-Size", "5000")
+        self.set_header("X-Internal", "not for the browser")
+        self.finish(f"{path}?{self.request.query}")
+
+
+async def test_a_log_parts_query_and_headers_pass_through(lab):
+    server = web.Application([(r"/services/kubeai/api/(.*)", LogPart)]).listen(lab.service_port, "127.0.0.1")
+    try:
+        response = await fetch(lab, "kubeai/api/jobs/j-1/logs/main?offset=100&length=50")
+    finally:
+        server.stop()
+    assert response.code == 200 and response.body == b"jobs/j-1/logs/main?offset=100&length=50"
+    assert (response.headers["X-Log-Offset"], response.headers["X-Log-Size"]) == ("100", "5000")
+    assert "X-Internal" not in response.headers

@@ -166,3 +166,37 @@ async def test_metrics_and_files_of_a_job_folder(lab):
     assert {f["name"]: f["path"] for f in files["files"]}["out/model.pt"] == ".kubeai/jobs/metric-job/out/model.pt"
     assert (await get(lab, "kubeai/jobs/nope/files"))[0] == 404
     assert (await get(lab, "kubeai/jobs/..%2F..%2Fetc/files"))[0] in (400, 404)
+
+
+async def test_a_fifo_or_link_in_a_job_folder_never_stalls_the_server(lab):
+    """The job's code made metrics.jsonl a FIFO: read in a thread, refused at once, the server keeps answering."""
+    import asyncio
+    import os
+
+    folder = lab.home / ".kubeai/jobs/fifo-job"
+    (folder / "out").mkdir(parents=True)
+    os.mkfifo(folder / METRICS_FILE)
+    os.mkfifo(folder / "out/pipe")
+    (folder / "out/zero").symlink_to("/dev/zero")
+    (folder / "out/model.joblib").write_bytes(b"weights")
+    metrics, files = await asyncio.wait_for(asyncio.gather(
+        get(lab, "kubeai/jobs/fifo-job/metrics"), get(lab, "kubeai/jobs/fifo-job/files")), 10)
+    assert metrics[0] == 400 and "not a regular file" in metrics[1]["message"]
+    assert files[0] == 200 and [f["name"] for f in files[1]["files"]] == ["out/model.joblib"]
+
+
+async def test_internal_files_are_hidden_and_the_model_file_named(lab):
+    folder = lab.home / ".kubeai/jobs/internal-job"
+    for name in ("state.json", "supervisor.pid", "job.json", "parameters.json", "main.py", "logs/main.log",
+                 "logs/ranks/0/stderr.log", "export/model.json", "export/model.joblib"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("{}")
+    code, files = await get(lab, "kubeai/jobs/internal-job/files")
+    assert code == 200 and [f["name"] for f in files["files"]] == ["export/model.joblib", "export/model.json"]
+    assert files["model_file"] == "export"
+
+
+async def test_a_nul_byte_in_a_job_path_is_a_400(lab):
+    for path in ("kubeai/jobs/a%00b/files", "kubeai/jobs/a%00b/metrics", "kubeai/api/jobs/a%00b/files/x"):
+        code, answer = await get(lab, path)
+        assert code == 400 and answer["message"], path
