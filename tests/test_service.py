@@ -5,7 +5,7 @@ from urllib.parse import urlencode
 
 import pytest
 from openapi_spec_validator import validate
-from serviceapp import call
+from serviceapp import PREFIX, call
 from tornado.httpclient import AsyncHTTPClient
 
 from jupyter_kubeai.service.app import PATH_PARAMETERS, KubeAIService
@@ -255,7 +255,8 @@ async def test_admin_page_shows_errors_with_what_was_typed(service):
             "memory_request": "1Gi", "memory_limit": "2Gi", "gpus": "0"}
     code, html, _ = await page(service, "admin/", "admin-token", "POST", form)
     assert code == 400
-    assert "cpu_request 2 is more than cpu_limit 1" in html
+    # In the page's words: "size", and the form's labels (the REST API keeps its field names).
+    assert "size &#x27;big&#x27;: CPU request 2 is more than CPU limit 1" in html
     assert 'value="big"' in html  # the admin does not type it all again
     code, html, _ = await page(service, "admin/", "admin-token", "POST", {**form, "cpu_request": "1", "gpus": "two"})
     assert code == 400 and "GPUs must be a whole number" in html
@@ -305,3 +306,44 @@ def test_help_documents_the_backends_settings():
 
     classes = KubeAIService().classes
     assert LocalBackend in classes and KubernetesBackend in classes
+
+
+async def test_adding_a_size_with_gpus_needs_no_maximum(service):
+    """The form's Max GPUs left empty (or 0, its old default) means "the count", through the page and the API."""
+    base = {"collection": "profiles", "action": "create", "cpu_request": "1", "cpu_limit": "2",
+            "memory_request": "1Gi", "memory_limit": "2Gi", "gpus": "2"}
+    for name, extra in (("two-gpus", {"max_gpus": ""}), ("two-gpus-zero", {"max_gpus": "0"}), ("two-gpus-absent", {})):
+        code, html, location = await page(service, "admin/", "admin-token", "POST", {**base, **extra, "name": name})
+        assert code == 302, html
+        assert f"done=Added+size+{name}" in location
+        _, size = await call(service + f"api/admin/profiles/{name}", "admin-token")
+        assert (size["gpus"], size["max_gpus"]) == (2, 2)
+    code, size = await call(service + "api/admin/profiles", "admin-token", method="POST",
+                            body=json.dumps({"name": "api-gpus", "gpus": 1, "max_gpus": 0}))
+    assert code == 201 and size["max_gpus"] == 1
+    code, size = await call(service + "api/admin/profiles", "admin-token", method="POST",
+                            body=json.dumps({"name": "api-gpus-null", "gpus": 3, "max_gpus": None}))
+    assert code == 201 and size["max_gpus"] == 3
+    # A maximum below the count is still an error, in the page's words.
+    code, html, _ = await page(service, "admin/", "admin-token", "POST", {**base, "name": "bad", "max_gpus": "1"})
+    assert code == 400 and "size &#x27;bad&#x27;: Max GPUs 1 is less than GPUs 2" in html
+
+
+async def test_a_new_error_does_not_stand_beside_an_old_success(service):
+    form = {"collection": "images", "action": "create", "name": "torch", "image": "quay.io/kubeai/torch:2"}
+    code, _, location = await page(service, "admin/", "admin-token", "POST", form)
+    assert code == 302
+    assert 'id="admin-done"' in (await page(service, location.split(PREFIX, 1)[1], "admin-token"))[1]
+    # The same form again from the page the redirect landed on: a conflict, and no stale "Added".
+    code, html, _ = await page(service, location.split(PREFIX, 1)[1], "admin-token", "POST", form)
+    assert code == 409 and 'id="admin-error"' in html and 'id="admin-done"' not in html
+    assert "Added image torch" not in html
+
+
+async def test_the_admin_page_looks_like_the_hubs_own(service):
+    code, html, _ = await page(service, "admin/", "admin-token")
+    assert code == 200
+    assert '<link rel="stylesheet" href="/hub/static/css/style.min.css">' in html
+    assert 'class="navbar' in html and 'src="/hub/logo"' in html
+    assert 'class="table' in html and 'class="btn btn-primary"' in html
+    assert f'action="{PREFIX}admin/"' in html  # forms post to the clean page, not to ?done=...

@@ -285,7 +285,10 @@ def profile_from_dict(data: dict) -> Profile:
     if quantity_value(memory_request) > quantity_value(memory_limit):
         _fail("profile", name, f"memory_request {memory_request} is more than memory_limit {memory_limit}")
     gpus = data.get("gpus", 0)
-    max_gpus = data.get("max_gpus", gpus)
+    max_gpus = data.get("max_gpus")
+    if max_gpus is None or (type(max_gpus) is int and max_gpus == 0):
+        # Not given (absent, null, or 0 as a form's empty default): the count itself, no choice above it.
+        max_gpus = gpus
     for key, value in (("gpus", gpus), ("max_gpus", max_gpus)):
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 64:
             _fail("profile", name, f"{key} must be a whole number from 0 to 64")

@@ -6,10 +6,16 @@ page itself; each form becomes the same JSON the REST API takes, checked by
 the same code, and errors are shown above the form with what was typed.
 The "Cluster check" section runs ``kubeai doctor``'s checks on request
 (``?doctor=1``): they ask the API server, so not at every page view.
+
+The page says "size" where the catalog and its API say "profile", and
+labels where they say field names: :func:`page_words` rewrites the
+catalog's messages (never the names quoted in them) for the page. It
+looks like the hub's own pages: it links the hub's stylesheet.
 """
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlencode
 
 from ..catalog.model import to_dict
@@ -17,6 +23,23 @@ from ..errors import Forbidden, InvalidInput, KubeAIError
 from .catalog_handlers import KINDS, usage_counts
 from .handlers import BaseHandler
 from .ops_handlers import run_doctor
+
+#: The catalog's words (kinds, JSON fields) -> the page's (its headings and form labels).
+PAGE_WORDS = {
+    "profiles": "sizes", "profile": "size", "Profile": "Size",
+    "max_gpus": "Max GPUs", "gpus": "GPUs", "gpu_resource": "GPU resource",
+    "cpu_request": "CPU request", "cpu_limit": "CPU limit",
+    "memory_request": "Memory request", "memory_limit": "Memory limit",
+    "display_name": "Display name", "node_selector": "Node selector",
+}
+_PAGE_WORD = re.compile(r"\b(" + "|".join(sorted(map(re.escape, PAGE_WORDS), key=len, reverse=True)) + r")\b")
+_QUOTED = re.compile(r"('[^']*'|\"[^\"]*\")")
+
+
+def page_words(message: str) -> str:
+    """A catalog message in the page's words; quoted parts (names, values typed) are left as they are."""
+    parts = _QUOTED.split(message)
+    return "".join(part if i % 2 else _PAGE_WORD.sub(lambda m: PAGE_WORDS[m.group(1)], part) for i, part in enumerate(parts))
 
 
 def _split(text: str) -> list[str]:
@@ -85,7 +108,8 @@ def form_to_entry(collection: str, form: dict[str, str]) -> dict:
             "memory_request": get("memory_request"),
             "memory_limit": get("memory_limit"),
             "gpus": _int(get("gpus"), "GPUs"),
-            "max_gpus": _int(get("max_gpus") or get("gpus"), "Max GPUs"),
+            # Empty: not given, so the catalog's default (the size's own GPU count).
+            **({"max_gpus": _int(get("max_gpus"), "Max GPUs")} if get("max_gpus") else {}),
             "gpu_resource": get("gpu_resource") or "nvidia.com/gpu",
             "placement": {
                 "node_selector": parse_node_selector(form.get("node_selector", "")),
@@ -147,8 +171,9 @@ class AdminPageHandler(BaseHandler):
             **self._common(),
             catalog=catalog,
             usage=usage,
-            error=error,
-            done=self.get_argument("done", ""),
+            error=page_words(error),
+            # A success from an earlier redirect is stale beside a new error.
+            done="" if error else self.get_argument("done", ""),
             editing=editing,
             doctor=doctor,
         )
@@ -178,13 +203,14 @@ class AdminPageHandler(BaseHandler):
             if collection not in KINDS:
                 raise InvalidInput(f"Unknown kind of entry {collection!r}.")
             kind, parse = KINDS[collection]
+            label = page_words(kind)
             name = form.get("name", "").strip()
             if action == "create":
                 store.create(kind, parse(form_to_entry(collection, form)))
-                done = f"Added {kind} {name}."
+                done = f"Added {label} {name}."
             elif action == "update":
                 store.replace(kind, name, parse(form_to_entry(collection, form)))
-                done = f"Saved {kind} {name}."
+                done = f"Saved {label} {name}."
             elif action == "deprecate":
                 current = to_dict(store.get(kind, name))
                 current.update(deprecated=True, default=False, replacement=form.get("replacement", ""))
@@ -192,7 +218,7 @@ class AdminPageHandler(BaseHandler):
                 done = f"Deprecated image {name}; new servers get {form.get('replacement') or 'the default image'}."
             elif action == "delete":
                 store.delete(kind, name)
-                done = f"Deleted {kind} {name}."
+                done = f"Deleted {label} {name}."
             else:
                 raise InvalidInput(f"Unknown action {action!r}.")
         except KubeAIError as e:

@@ -119,6 +119,12 @@ class BaseHandler(_SettingsHubAuth, HubOAuthenticated, web.RequestHandler):
     def get_current_user(self):
         return self.identity
 
+    def get_template_namespace(self):
+        # The pages link the hub's own stylesheet and logo (hub_prefix is the hub's path, e.g. /hub/).
+        namespace = super().get_template_namespace()
+        namespace.update(hub_prefix=self.hub_auth.hub_prefix, hub_static=self.hub_auth.hub_prefix + "static/")
+        return namespace
+
     def on_finish(self):
         # API latency by route template (one series per route, whatever the ids in the path).
         metrics = self.settings.get("kubeai_metrics")
