@@ -74,6 +74,7 @@ from .model_handlers import (
 )
 from .models import ModelManager
 from .ops_handlers import DoctorHandler, MetricsHandler, ReadyHandler
+from .restart_handler import ServiceRestartHandler
 
 #: Path parameters of the routes: name -> the regex it matches (one place).
 PATH_PARAMETERS = {
@@ -374,6 +375,8 @@ class KubeAIService(Application):
         self.catalog_store  # migrate and seed before the first request
         await self.backend.start()
         await self.serving_backend.start()
+        # Stop what belongs to services deleted while nobody watched (local model servers).
+        await self.serving_backend.reconcile({d.name for d in self.model_manager.store.deployments()})
         changed = await self.job_manager.reconcile()  # re-attach, and mark vanished jobs
         self.log.info("Jobs re-checked at start: %d changed state", len(changed))
         self.started = True
@@ -471,6 +474,7 @@ class KubeAIService(Application):
             ("api/services", ServicesHandler),
             ("api/services/{service}", ServiceEntryHandler),
             ("api/services/{service}/rollback", ServiceRollbackHandler),
+            ("api/services/{service}/restart", ServiceRestartHandler),
             ("api/services/{service}/predict", ServicePredictHandler),
             ("api/services/{service}/metadata", ServiceMetadataHandler),
             ("serve/{service}/{path}", ServeProxyHandler),

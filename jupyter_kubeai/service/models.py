@@ -490,3 +490,15 @@ class ModelManager:
             out["events"] = self.events.of("service", record.name, since=record.created)
         return out
 
+
+    async def restart(self, who: Identity, name: str) -> DeploymentRecord:
+        """Start the service's model server anew, same version (owner or admin): after it failed, or to reload it.
+
+        Backends that cannot (see :meth:`ServingBackend.restart`) answer 409 with what to do instead.
+        """
+        record = self.owned_deployment(who, name, "restart")
+        with self.metrics.backend_call(self.serving.name, "restart"):
+            details = await self.serving.restart(record.name)
+        self.recent_errors.forget(record.name)  # what failed before the restart is history
+        self.events.add("service", name, "restarted", who.name, f"version {record.version}")
+        return self.store.update_deployment(record.name, spec={**record.spec, "backend": details})
