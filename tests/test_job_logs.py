@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from serviceapp import PREFIX, make_service
+from test_kube_backend import NS, PYTORCHJOBS, job, make_backend, play_operator, record, until  # noqa: F401 (fixture)
 from tornado.httpclient import AsyncHTTPClient
 
 from jupyter_kubeai.backends.base import JobBackend
@@ -261,3 +262,54 @@ async def test_the_local_backend_reads_logs_without_following_links(tmp_path):
     with pytest.raises(safefiles.Unsafe):
         await backend.logs(record, "main")
     assert await backend.replicas(record) == ["main"]
+
+
+# --- the Kubernetes backend: a pod's log through the API, then the file in the job folder ------------
+
+
+async def test_a_pods_log_is_read_in_bounded_parts_and_followed_from_an_offset(kube, make_backend):  # noqa: F811
+    backend = await make_backend()
+    spec = job("pytorch")
+    rec = record(spec, await backend.submit(spec))
+    play_operator(kube, kube.get(PYTORCHJOBS, NS, spec.job_id))
+    await until(backend, rec, "Running")
+    pod = f"{spec.job_id}-master-0"
+    text = "".join(f"line {i:04d}\n" for i in range(1000))  # 10 bytes a line
+    kube.write_log(NS, pod, text)
+    tail = await backend.logs(rec, "master-0", tail=105)
+    assert tail == text[-100:] and (tail.offset, tail.size) == (len(text) - 100, len(text))
+    part = await backend.logs(rec, "master-0", offset=20, length=25)
+    assert part == text[20:45] and part.offset == 20
+    seen = []
+
+    async def follow():
+        async for chunk in backend.follow_logs(rec, "master-0", offset=len(text) - 10):
+            seen.append(chunk)
+
+    task = asyncio.create_task(follow())
+    await kube.wait_for(lambda: "".join(seen) == "line 0999\n")
+    kube.write_log(NS, pod, "the end\n")
+    await kube.wait_for(lambda: "".join(seen) == "line 0999\nthe end\n")
+    kube.kubelet.terminate(NS, pod)
+    await asyncio.wait_for(task, 5)
+
+
+async def test_once_the_pod_is_gone_the_log_file_is_read_in_parts_and_never_through_a_link(kube, make_backend,  # noqa: F811
+                                                                                            tmp_path):
+    from jupyter_kubeai import safefiles
+
+    share = tmp_path / "share"
+    backend = await make_backend(share_root=str(share))
+    spec = job("pytorch", job_id="gone-1", job_dir=backend.job_dir("alice", "gone-1"))
+    done = record(spec, {"kind": "PyTorchJob", "name": "gone-1", "logs": spec.job_dir + "/logs"}, state="Succeeded")
+    logs = share / "users/alice/.kubeai/jobs/gone-1/logs"
+    data = write_lines(logs / "master-0.log", 50_000)  # 5 MB
+    tail = await backend.logs(done, "master-0")
+    assert len(tail.encode()) <= DEFAULT_TAIL_BYTES and data.endswith(tail.encode()) and tail.size == len(data)
+    assert await backend.logs(done, "master-0", offset=0, length=99) == data[:99].decode()
+    (share / "users/bob").mkdir(parents=True)
+    (share / "users/bob/secret.log").write_text("bob's\n")
+    (logs / "worker-0.log").symlink_to(share / "users/bob/secret.log")
+    assert await backend.replicas(done) == ["master-0"]
+    with pytest.raises(safefiles.Unsafe):
+        await backend.logs(done, "worker-0")
