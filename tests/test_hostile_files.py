@@ -265,3 +265,16 @@ async def test_registering_from_a_job_never_reads_metrics_through_a_link(api):
     code, answer = await asyncio.wait_for(call(url + "api/models", "alice-token", method="POST", body=json.dumps(
         {"name": "clf", "project": "vision", "job_id": "train-1", "path": "outputs"})), QUICK)
     assert code == 201 and answer["version"]["metrics"] == {}
+
+
+async def test_a_replicas_exit_file_that_is_a_fifo_or_link_is_no_evidence(tmp_path):
+    """On Kubernetes the service reads logs/<replica>.exit from the share (a job that ended while it was away)."""
+    from jupyter_kubeai.backends.kubernetes import _exit_statuses
+
+    (tmp_path / "secret").write_text("1\n")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs/master-0.exit").write_text("0\n")
+    os.mkfifo(tmp_path / "logs/worker-0.exit")
+    (tmp_path / "logs/worker-1.exit").symlink_to(tmp_path / "secret")
+    found = await asyncio.wait_for(asyncio.to_thread(_exit_statuses, tmp_path / "logs"), QUICK)
+    assert {name: code for name, (code, _) in found.items()} == {"master-0": 0}

@@ -704,12 +704,15 @@ def _exit_statuses(folder: Path | None) -> dict[str, tuple[int, float]]:
     """replica -> (the exit status its ``<replica>.exit`` holds, when it was written)."""
     found = {}
     try:
-        paths = [p for p in folder.iterdir() if p.name.endswith(".exit")] if folder else []
-    except OSError:
+        # Regular files only, no link, a few bytes each: the folder is the job's to change (a FIFO here
+        # would otherwise hold a thread of the service forever).
+        exits = [(n, info) for n, info in safefiles.walk_files(folder) if "/" not in n and n.endswith(".exit")] \
+            if folder else []
+    except (safefiles.Missing, safefiles.Unsafe):
         return {}
-    for path in paths:
+    for name, info in exits:
         try:
-            found[path.name[:-5]] = (int(path.read_text().strip()), path.stat().st_mtime)
-        except (OSError, ValueError):
-            continue  # half-written or unreadable: no evidence
+            found[name[:-5]] = (int(safefiles.read_bytes(folder, name, limit=64).strip()), info.st_mtime)
+        except (safefiles.Missing, safefiles.Unsafe, ValueError):
+            continue  # half-written, replaced or unreadable: no evidence
     return found
