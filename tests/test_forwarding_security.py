@@ -59,7 +59,10 @@ def stand_in_app(secret_url: str, seen: list) -> web.Application:
                 self.redirect(secret_url, status=302)
 
         def post(self, *args):
-            if "answer" in seen:
+            if "deep" in seen:  # an error answer nested past any decoder's limit
+                self.set_status(400)
+                self.finish("[" * 100_000 + "]" * 100_000)
+            elif "answer" in seen:
                 self.finish({"predictions": ["<script>alert(1)</script>"]})
             else:
                 self.redirect(secret_url, status=307)
@@ -176,6 +179,17 @@ async def test_predict_and_metadata_answers_are_sandboxed_too(hub_and_stand_in):
         assert response.headers["Content-Type"].startswith("application/json"), path
         assert response.headers["Content-Security-Policy"] == SANDBOX_CSP, path
         assert response.headers["X-Content-Type-Options"] == "nosniff", path
+
+
+async def test_an_error_answer_nested_past_the_decoders_limit_is_passed_on_as_text(hub_and_stand_in):
+    url, _, seen = hub_and_stand_in
+    seen.append("deep")
+    response = await fetch(url + "api/services/web-api/predict", "POST", json.dumps({"instances": [[1]]}))
+    answer = json.loads(response.body)
+    assert response.code == 400 and answer["reason"] == "model_server", answer
+    assert answer["message"].startswith("[[[")
+    _, svc = await call(url + "api/services/web-api", "alice-token")
+    assert svc["recent_errors"][0]["message"].startswith("[[[")
 
 
 async def test_the_path_cannot_change_the_host_or_the_request_line(hub_and_stand_in):

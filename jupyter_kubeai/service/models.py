@@ -117,7 +117,7 @@ def error_message(body: bytes | None) -> str:
     text = (body or b"").decode(errors="replace").strip()
     try:
         answer = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested to the decoder's limit (a hostile predictor)
         return text
     if isinstance(answer, dict):
         for key in ("error", "message", "detail"):
