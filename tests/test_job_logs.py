@@ -210,6 +210,24 @@ async def test_follow_sends_only_what_is_appended(api):
     assert all(later[0] == earlier[2] for earlier, later in zip(ranged, ranged[1:]))
 
 
+async def test_a_followed_log_swapped_for_a_fifo_ends_the_stream_cleanly(api, caplog):
+    app, url = api
+    path = add_job(app)
+    path.write_text("before\n")
+    chunks = []
+    follow = asyncio.ensure_future(get(url + "api/jobs/train-1/logs/main?follow=1",
+                                       streaming_callback=lambda c: chunks.append(c)))
+    deadline = time.monotonic() + 10
+    while b"before" not in b"".join(chunks):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    path.unlink()
+    os.mkfifo(path)  # the job's code swaps its log for a FIFO: the follow ends, nothing waits on it
+    response = await asyncio.wait_for(follow, 10)
+    assert response.code == 200 and b"".join(chunks) == b"before\n"
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # no traceback: an ended stream, said why
+
+
 async def test_follow_from_an_offset(api):
     app, url = api
     path = add_job(app, state="Succeeded")

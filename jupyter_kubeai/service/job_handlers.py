@@ -7,13 +7,14 @@ Thin: every decision (who may, what is valid) is in
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from pathlib import Path
 from urllib.parse import quote
 
 from tornado.iostream import StreamClosedError
 
-from ..errors import InvalidInput, NotFound
+from ..errors import InvalidInput, KubeAIError, NotFound
 from ..jobs.folder import job_home, list_files, metric_points, model_file, open_file
 from ..jobs.logfiles import DEFAULT_TAIL_BYTES, MAX_LOG_BYTES
 from ..jobs.snapshot import JOBS_FOLDER
@@ -23,6 +24,8 @@ from .handlers import BaseHandler
 from .jobs import JobManager, job_json
 
 MAX_LIMIT = 500
+
+log = logging.getLogger(__name__)
 
 
 class JobHandler(BaseHandler):
@@ -153,6 +156,9 @@ class JobLogHandler(JobHandler):
                 await self.flush()
         except StreamClosedError:
             return  # the reader went away
+        except KubeAIError as e:
+            # The status went out with the first bytes: end the stream, saying why (the log became a link...).
+            log.info("Following the log of %s/%s ended: %s", job_id, replica, e.message)
         self.finish()
 
 
