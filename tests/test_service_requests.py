@@ -332,14 +332,20 @@ async def test_callers_who_may_not_see_a_service_are_refused_everywhere(api, sha
     assert list(app.serving_backend.served) == ["team-api"]
 
 
-async def test_project_members_and_admins_may_use_a_project_service(api, share):
+async def test_project_members_use_a_project_service_its_owner_and_admins_change_it(api, share):
     _, url = api
     await deploy(url, share, service="team-api", versions=2)
     for token in ("bob-token", "admin-token"):
         for method, path, body in REQUESTS[:2] + REQUESTS[5:]:
             code, answer = await send(url + path.format(name="team-api"), token, body, method)
             assert code == 200, (token, method, path, answer)
-    code, svc = await send(url + "api/services/team-api", "bob-token", {"version": 2}, "PATCH")
+    # A teammate sees and calls it, but changes nothing of alice's (the team rule): 403 naming who may.
+    for method, path, body in (("PATCH", "api/services/team-api", {"version": 2}),
+                               ("POST", "api/services/team-api/rollback", {}),
+                               ("DELETE", "api/services/team-api", None)):
+        code, answer = await send(url + path, "bob-token", body, method)
+        assert code == 403 and "Only alice" in answer["message"], (method, path, answer)
+    code, svc = await send(url + "api/services/team-api", "admin-token", {"version": 2}, "PATCH")
     assert (code, svc["serving_version"]) == (200, 2)
     assert (await send(url + "api/services/team-api/rollback", "admin-token", {}))[0] == 200
-    assert (await call(url + "api/services/team-api", "bob-token", method="DELETE"))[0] == 204
+    assert (await call(url + "api/services/team-api", "admin-token", method="DELETE"))[0] == 204
