@@ -68,6 +68,7 @@ async def api(hub, serve, service, tmp_path):
     yield app, serve(app.make_app()) + PREFIX, share
     for name in list(app.serving_backend.current):
         await app.serving_backend.delete(name)
+    await app.serving_backend.stop()
 
 
 async def post(url, body, method="POST"):
@@ -131,9 +132,12 @@ async def test_deploy_predict_update_under_load_and_roll_back(api):
     assert all(answer in (expected[1], expected[2]) for answer in seen)
 
     # A restarted hub service finds the running model server again.
-    again = type(app.serving_backend)(state_dir=app.serving_backend.state_dir)
+    # (It must not stop the servers when it stops: the first one still runs them in this test.)
+    again = type(app.serving_backend)(state_dir=app.serving_backend.state_dir, stop_with_service=False)
     await again.start()
     assert (await again.status("clf-api")).state == "Ready"
+    assert again.current["clf-api"]["pid"] == app.serving_backend.current["clf-api"]["pid"]  # re-adopted
+    await again.stop()
 
     # Delete: the model server goes away, the proxy says so.
     pid = app.serving_backend.current["clf-api"]["pid"]

@@ -197,17 +197,16 @@ class LocalServing(ServingBackend):
                 continue
             self.current[path.stem] = entry
             if entry.get("state") == "starting":
-                # Being started when the previous service process ended: the watcher takes it from here.
-                entry["state"] = "ready" if is_ours(_identity(entry), MARKER) else "stopped"
+                # Being started when the previous service process ended, and nobody waits for it to be
+                # ready: stop it, and the watcher starts it afresh.
+                await asyncio.to_thread(stop_group, _identity(entry), MARKER, 5.0)
+                entry["state"] = "stopped"
             pending = _identity(entry.get("pending"))
             if pending is not None:
-                # A deploy or switch the previous service process did not finish.
-                if entry.get("pid") is None and is_ours(pending, MARKER):
-                    entry.update(pending=None, **{k: entry["pending"][k] for k in entry["pending"]})
-                    entry["state"] = "ready"
-                else:
-                    await asyncio.to_thread(stop_group, pending, MARKER, 5.0)
-                    entry["pending"] = None
+                # An update the previous service process did not finish: the store still names the
+                # version the current server has, so the half-started new one goes.
+                await asyncio.to_thread(stop_group, pending, MARKER, 5.0)
+                entry["pending"] = None
             self._save(path.stem, entry)
         self._ensure_watching()
 
@@ -279,20 +278,27 @@ class LocalServing(ServingBackend):
             self._save(name, {**entry, "pending": started})
         else:
             self._save(name, {**entry, **started, "launch": launch, "pending": None, "state": "starting"})
+        try:
+            await self._wait_ready(name, proc, url, log_path)
+        except BaseException:
+            # Not ready in time, or the wait was cancelled: nothing half-started stays behind.
+            await asyncio.shield(self._terminate(identity, proc))
+            raise
+        return started
+
+    async def _wait_ready(self, name: str, proc: subprocess.Popen, url: str, log_path: Path) -> None:
         deadline = time.monotonic() + self.ready_timeout
         client = AsyncHTTPClient()
         while True:
             if proc.poll() is not None:
-                self._children.pop(proc.pid, None)
                 raise Unavailable(f"The model server for {name!r} exited ({proc.returncode}):\n{tail(log_path)}")
             try:
                 response = await client.fetch(url + "/v2/health/ready", raise_error=False, request_timeout=2)
                 if response.code == 200:
-                    return started
+                    return
             except OSError:
                 pass  # not listening yet
             if time.monotonic() > deadline:
-                await self._terminate(identity, proc)
                 raise Unavailable(f"The model server for {name!r} was not ready in {self.ready_timeout:.0f} s:\n"
                                   f"{tail(log_path)}")
             await asyncio.sleep(0.1)
@@ -302,7 +308,11 @@ class LocalServing(ServingBackend):
         proc = proc or (self._children.get(identity.pid) if identity else None)
         await asyncio.to_thread(stop_group, identity, MARKER, 10.0)
         if proc is not None:
-            await asyncio.to_thread(proc.wait)
+            try:
+                await asyncio.to_thread(proc.wait, 15)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # our own unreaped child: its pid cannot have been reused
+                await asyncio.to_thread(proc.wait)
             self._children.pop(proc.pid, None)
 
     async def _switch(self, name: str, launch: dict) -> dict:
@@ -371,7 +381,7 @@ class LocalServing(ServingBackend):
                 continue
             else:
                 delay = min(self.restart_backoff * 2 ** restarts, self.max_restart_delay)
-                self.log.warning("Model server of %s is gone; starting it again in %.0f s", name, delay)
+                self.log.warning("Model server of %s is gone; starting it again in %.1f s", name, delay)
             self._save(name, {**entry, "state": "restarting", "restarts": restarts + (entry.get("state") != "stopped"),
                               "reason": f"The model server stopped; starting it again (attempt {restarts + 1})."})
             self._relaunching[name] = asyncio.get_running_loop().create_task(self._relaunch(name, delay))
@@ -459,10 +469,12 @@ class LocalServing(ServingBackend):
             return ServiceStatus("Failed", version=version, reason=entry.get("reason", ""))
         if entry.get("pid") is not None and alive(_identity(entry)) and entry.get("state") != "starting":
             return ServiceStatus("Ready", version=version, ready_replicas=1, url=entry["url"])
-        if entry.get("state") in ("restarting", "starting", "stopped", "down") and "launch" in entry:
+        if "launch" in entry and self.max_restarts > 0:
+            # Dead or not ready yet: the watcher (or a deploy, update or restart) is bringing it up.
+            reason = entry.get("reason") if entry.get("state") != "ready" else ""
             last = tail(Path(entry["log"])) if entry.get("log") else ""
             return ServiceStatus("Pending", version=version, reason=(
-                f"{entry.get('reason') or 'The model server is starting.'}"
+                f"{reason or 'The model server stopped or is starting; it is being started.'}"
                 + (f" Last lines:\n{last}" if last else "")))
         return ServiceStatus("Failed", version=version,
                              reason=f"The model server stopped. Last lines:\n{tail(Path(entry.get('log', '')))}")
