@@ -184,23 +184,30 @@ async def test_bad_log_queries_are_400(api, query, message):
     assert response.code == 400 and message in response.body.decode()
 
 
+async def start_follow(url: str, until: bytes) -> tuple[asyncio.Future, list[bytes]]:
+    """A followed log (the request under way) and its chunks so far, once ``until`` has come."""
+    chunks: list[bytes] = []
+    follow = asyncio.ensure_future(get(url, streaming_callback=chunks.append))
+    await arrived(chunks, until)
+    return follow, chunks
+
+
+async def arrived(chunks: list[bytes], text: bytes, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in b"".join(chunks):
+        assert time.monotonic() < deadline, f"{text!r} never came: {b''.join(chunks)!r}"
+        await asyncio.sleep(0.05)
+
+
 async def test_follow_sends_only_what_is_appended(api):
     app, url = api
     path = add_job(app)
     path.write_text("old 1\nold 2\n")
-    chunks = []
-    follow = asyncio.ensure_future(get(url + "api/jobs/train-1/logs/main?follow=1",
-                                       streaming_callback=lambda c: chunks.append(c)))
-    deadline = time.monotonic() + 10
-    while b"old 2" not in b"".join(chunks):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    follow, chunks = await start_follow(url + "api/jobs/train-1/logs/main?follow=1", b"old 2")
     for i in range(3):
         with open(path, "a") as f:
             f.write(f"new {i}\n")
-        while f"new {i}".encode() not in b"".join(chunks):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        await arrived(chunks, f"new {i}".encode())
     FileLogBackend.ended.add("train-1")
     response = await asyncio.wait_for(follow, 10)
     assert response.code == 200 and b"".join(chunks) == b"old 1\nold 2\nnew 0\nnew 1\nnew 2\n"
@@ -214,13 +221,7 @@ async def test_a_followed_log_swapped_for_a_fifo_ends_the_stream_cleanly(api, ca
     app, url = api
     path = add_job(app)
     path.write_text("before\n")
-    chunks = []
-    follow = asyncio.ensure_future(get(url + "api/jobs/train-1/logs/main?follow=1",
-                                       streaming_callback=lambda c: chunks.append(c)))
-    deadline = time.monotonic() + 10
-    while b"before" not in b"".join(chunks):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    follow, chunks = await start_follow(url + "api/jobs/train-1/logs/main?follow=1", b"before")
     path.unlink()
     os.mkfifo(path)  # the job's code swaps its log for a FIFO: the follow ends, nothing waits on it
     response = await asyncio.wait_for(follow, 10)
