@@ -324,3 +324,25 @@ async def test_local_spawner_checks_choices_and_says_what_it_starts(tmp_path, mo
         await spawner._run_apply_user_options({"profile": "gpu"})
     assert error.value.status_code == 400
     assert error.value.jupyterhub_message == "Size 'gpu' needs 1 GPU(s), but this machine has none; pick a CPU size."
+
+
+def test_the_local_server_and_its_terminals_find_python_and_kubeai(tmp_path, monkeypatch):
+    """The hub may run with a PATH that lacks its environment (``make run`` calls ``.venv/bin/jupyterhub``):
+    the server's environment puts the bin folder of the Python it runs first, so a Lab terminal finds
+    ``python`` and ``kubeai`` there."""
+    import shutil
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    spawner = LocalKubeAISpawner(user=fake_user("alice", []), share_root=str(tmp_path),
+                                 kubeai_service_url="http://127.0.0.1:1/services/kubeai/",
+                                 hub=SimpleNamespace(public_host="", api_url="http://127.0.0.1:8081/hub/api",
+                                                     base_url="/hub/"))
+    spawner.api_token = "t"
+    path = spawner.get_env()["PATH"]
+    venv_bin = os.path.dirname(sys.executable)
+    assert path.split(os.pathsep) == [venv_bin, "/usr/bin", "/bin"]
+    assert shutil.which("kubeai", path=path) == os.path.join(venv_bin, "kubeai")
+    assert shutil.which("python", path=path) == os.path.join(venv_bin, "python")
+    # A server of another environment (a catalog image mapped to it) finds that environment's tools.
+    spawner.cmd = ["/opt/envs/torch/bin/python", "-m", "jupyterhub.singleuser"]
+    assert spawner.get_env()["PATH"].split(os.pathsep)[0] == "/opt/envs/torch/bin"

@@ -121,6 +121,20 @@ class LocalKubeAISpawner(KubeAISpawnerMixin, SimpleLocalProcessSpawner):
             "global": str(home / "global"),
         }
 
+    def get_env(self):
+        """JupyterHub's environment for the server, with its Python environment's ``bin`` first on ``PATH``.
+
+        The hub may have been started without the environment activated
+        (``make run`` calls ``.venv/bin/jupyterhub``): the server, and every
+        terminal and kernel it starts, then finds ``python``, ``pip`` and the
+        ``kubeai`` command of the environment it runs in, as a pod finds its image's.
+        """
+        env = super().get_env()
+        bin_dir = os.path.dirname(self.cmd[0]) if self.cmd and os.path.isabs(self.cmd[0]) else ""
+        path = [p for p in env.get("PATH", os.defpath).split(os.pathsep) if p and p != bin_dir]
+        env["PATH"] = os.pathsep.join(([bin_dir] if bin_dir else []) + path)
+        return env
+
     def get_args(self):
         args = super().get_args()
         # The single-user server refuses to run as root without this flag,
