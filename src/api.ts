@@ -126,6 +126,29 @@ export class ConnectionAPI {
   }
 }
 
+/**
+ * One entry of an item's history (`events` on the detail GETs of jobs,
+ * models and services): who did what, and when; oldest first.
+ */
+export interface IHistoryEvent {
+  /** Seconds since the epoch. */
+  time: number;
+  actor: string;
+  /** created, updated, rolled_back, cancelled, deleted, resubmitted, restarted, ... */
+  action: string;
+  detail?: string;
+}
+
+/**
+ * Whether the caller may change or delete `item` (its owner or a hub
+ * admin). A service that does not send `may_change` yet is taken at its
+ * word that it checks every change itself: the actions show, and a
+ * refusal shows its message.
+ */
+export function mayChange(item: { may_change?: boolean } | null | undefined): boolean {
+  return item?.may_change !== false;
+}
+
 /** The states of a job; `active` on the job says whether it may still change. */
 export type JobState = 'Pending' | 'Running' | 'Succeeded' | 'Failed' | 'Cancelled';
 
@@ -156,6 +179,14 @@ export interface IJob {
   created: number | null;
   started: number | null;
   finished: number | null;
+  /** The choices it was submitted with (for Resubmit). */
+  custom_image?: string | null;
+  parameters?: { [key: string]: unknown } | null;
+  env?: { [key: string]: string } | null;
+  /** Whether the caller may cancel, resubmit or delete it. */
+  may_change?: boolean;
+  /** Who did what to it (the detail GET only). */
+  events?: IHistoryEvent[];
 }
 
 export interface IJobEvent {
@@ -182,6 +213,14 @@ export interface IJobFile {
   path?: string;
   size: number;
   modified: number;
+}
+
+/** A job folder's outputs, and what to register from it by default. */
+export interface IJobFiles {
+  folder: string;
+  files: IJobFile[];
+  /** The model file (or folder) the job wrote, relative to its folder; null when nothing says which. */
+  model_file?: string | null;
 }
 
 /** What `POST /kubeai/jobs` takes: the notebook as in the editor and the choices. */
@@ -273,30 +312,51 @@ export class JobsAPI {
     return requestAPI(`jobs/${encodeURIComponent(id)}/logs`);
   }
 
+  /** The last `tail` bytes of one replica's log (cut at a line start), and where they lie in it. */
+  logTail(id: string, replica: string, tail = LOG_TAIL_BYTES): Promise<ILogPiece> {
+    return this.logPiece(id, replica, `tail=${tail}`);
+  }
+
+  /** Bytes [offset, offset + length) of one replica's log (paging back). */
+  logRange(id: string, replica: string, offset: number, length: number): Promise<ILogPiece> {
+    return this.logPiece(id, replica, `offset=${offset}&length=${length}`);
+  }
+
+  private async logPiece(id: string, replica: string, query: string): Promise<ILogPiece> {
+    const response = await requestRaw(logParts(id, replica, query));
+    const buffer = await response.arrayBuffer();
+    const bytes = buffer.byteLength;
+    const offset = headerNumber(response, 'X-Log-Offset');
+    const size = headerNumber(response, 'X-Log-Size');
+    return {
+      text: new TextDecoder().decode(buffer),
+      // A service without bounded logs answers the whole log, from its start.
+      offset: offset ?? 0,
+      size: size ?? (offset ?? 0) + bytes,
+      bytes
+    };
+  }
+
   /**
-   * Stream one replica's log: `onText` gets each piece as it arrives; the
-   * promise settles when the service ends the answer (the job ended) or
-   * `signal` aborts it.
+   * Stream what is written to one replica's log from byte `offset` on
+   * (the service reads only what is appended): `onStart` gets the byte
+   * the stream starts at, `onText` each piece with its length in bytes.
+   * The promise settles when the service ends the answer (the job ended)
+   * or `signal` aborts it.
    */
   async followLog(
     id: string,
     replica: string,
-    onText: (text: string) => void,
+    offset: number,
+    on: { start: (offset: number) => void; text: (text: string, bytes: number) => void },
     signal: AbortSignal
   ): Promise<void> {
-    const response = await requestRaw(
-      [
-        'kubeai',
-        'api',
-        'jobs',
-        encodeURIComponent(id),
-        'logs',
-        encodeURIComponent(replica) + '?follow=1'
-      ],
-      { signal }
-    );
+    const response = await requestRaw(logParts(id, replica, `follow=1&offset=${offset}`), { signal });
+    // A service without offset-based follow streams the log from its start.
+    on.start(headerNumber(response, 'X-Log-Offset') ?? 0);
     if (!response.body) {
-      onText(await response.text());
+      const buffer = await response.arrayBuffer();
+      on.text(new TextDecoder().decode(buffer), buffer.byteLength);
       return;
     }
     const reader = response.body.getReader();
@@ -306,9 +366,9 @@ export class JobsAPI {
       if (done) {
         break;
       }
-      onText(decoder.decode(value, { stream: true }));
+      on.text(decoder.decode(value, { stream: true }), value.byteLength);
     }
-    onText(decoder.decode());
+    on.text(decoder.decode(), 0);
   }
 
   cancel(id: string): Promise<IJob> {
@@ -349,9 +409,26 @@ export class JobsAPI {
     return fromOwnHomeElseService(`jobs/${encodeURIComponent(id)}/metrics`);
   }
 
-  /** The job folder's files; `path` (openable in Lab) only for the caller's own jobs. */
-  files(id: string): Promise<{ folder: string; files: IJobFile[] }> {
+  /** The job folder's outputs (its internal files hidden); `path` (openable in Lab) only for the caller's own jobs. */
+  files(id: string): Promise<IJobFiles> {
     return fromOwnHomeElseService(`jobs/${encodeURIComponent(id)}/files`);
+  }
+
+  /**
+   * The notebook the job ran (its snapshot, parameters injected), for a
+   * resubmission: from the job folder in the caller's own home (Lab's
+   * contents), else through the hub service.
+   */
+  async snapshot(job: IJob): Promise<unknown> {
+    try {
+      const response = await requestRaw(['api', 'contents', ...`${job.folder}/${SNAPSHOT_FILE}`.split('/').map(encodeURIComponent)], {});
+      return ((await response.json()) as { content: unknown }).content;
+    } catch (error) {
+      if (!(error instanceof KubeAIError && error.status === 404)) {
+        throw error;
+      }
+    }
+    return JSON.parse(await (await this.download(job.job_id, SNAPSHOT_FILE)).text());
   }
 
   /** One file of a job folder, through the hub service (for files not in the caller's home). */
@@ -360,6 +437,34 @@ export class JobsAPI {
     const response = await requestRaw(['kubeai', 'api', `jobs/${encodeURIComponent(id)}/files/${parts}`]);
     return response.blob();
   }
+}
+
+/** The notebook a job folder keeps as it ran (jobs/snapshot.py NOTEBOOK_FILE). */
+export const SNAPSHOT_FILE = 'notebook.ipynb';
+
+/** How much of a log the job detail shows at first, and pages back by (bytes). */
+export const LOG_TAIL_BYTES = 262144;
+
+/** A piece of a replica's log: its text, where it starts, and the log's size then (bytes). */
+export interface ILogPiece {
+  text: string;
+  offset: number;
+  size: number;
+  /** The piece's length in bytes. */
+  bytes: number;
+}
+
+function logParts(id: string, replica: string, query: string): string[] {
+  return ['kubeai', 'api', 'jobs', encodeURIComponent(id), 'logs', `${encodeURIComponent(replica)}?${query}`];
+}
+
+/** A whole-number response header, or null when it is absent or not a number. */
+function headerNumber(response: Response, name: string): number | null {
+  const value = response.headers.get(name);
+  if (value === null || !/^\d+$/.test(value.trim())) {
+    return null;
+  }
+  return Number(value);
 }
 
 /** A job-folder route of the server extension; on its 404 (not in this home) the service's. */
@@ -419,6 +524,8 @@ export interface IModelVersion {
   archived: boolean;
   created: number;
   created_by: string;
+  /** Whether the caller may archive or delete it (its creator, the model's owner or an admin). */
+  may_change?: boolean;
 }
 
 /** A registered model (`GET models`); `GET models/{id}` adds its versions, newest first. */
@@ -434,6 +541,10 @@ export interface IModel {
   aliases: { [alias: string]: number };
   latest: number | null;
   versions?: IModelVersion[];
+  /** Whether the caller may change the model (its aliases among others). */
+  may_change?: boolean;
+  /** Who did what to it (the detail GET only). */
+  events?: IHistoryEvent[];
 }
 
 /** What `POST models` takes. */
@@ -479,6 +590,10 @@ export interface IService {
   spec: { options?: { [key: string]: unknown }; [key: string]: unknown };
   created?: number;
   updated?: number;
+  /** Whether the caller may update, roll back, scale, restart or delete it. */
+  may_change?: boolean;
+  /** Who did what to it (the detail GET only). */
+  events?: IHistoryEvent[];
 }
 
 /** A failed request to a service's model server (`recent_errors`). */
@@ -595,6 +710,11 @@ export class ServicesAPI {
 
   remove(name: string): Promise<void> {
     return requestAPI<void>(`services/${encodeURIComponent(name)}`, { method: 'DELETE' });
+  }
+
+  /** Start a Failed local model server again. */
+  restart(name: string): Promise<IService> {
+    return requestAPI<IService>(`services/${encodeURIComponent(name)}/restart`, jsonInit('POST', {}));
   }
 
   /** The model server's v2 metadata of the model it serves (fails while it is not running). */

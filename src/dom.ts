@@ -6,11 +6,11 @@
  * closes only when its action succeeded, otherwise it stays open with the
  * service's message and every value as typed (like the submit dialog).
  */
-import { Dialog } from '@jupyterlab/apputils';
+import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { TranslationBundle } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
-import { KubeAIError } from './api';
+import { IHistoryEvent, KubeAIError } from './api';
 
 /** An element with a class, text and `data-kubeai-field`. */
 export function el<K extends keyof HTMLElementTagNameMap>(
@@ -56,6 +56,127 @@ export function when(epoch: number | null | undefined): string {
   return epoch ? new Date(epoch * 1000).toLocaleString() : '—';
 }
 
+/**
+ * Ask before an action that cannot be taken back (cancel, update, roll
+ * back, delete): true when the user confirmed. `warn` styles the button
+ * as destructive.
+ */
+export async function confirmAction(options: {
+  title: string;
+  body: string;
+  ok: string;
+  trans: TranslationBundle;
+  warn?: boolean;
+}): Promise<boolean> {
+  const { trans } = options;
+  const ok = options.warn ? Dialog.warnButton({ label: options.ok }) : Dialog.okButton({ label: options.ok });
+  const answer = await showDialog({
+    title: options.title,
+    body: options.body,
+    buttons: [Dialog.cancelButton({ label: trans.__('Cancel') }), ok]
+  });
+  return answer.button.accept;
+}
+
+/** A detail view's section: a heading over its content, found by `data-kubeai-section`. */
+export function section(title: string, name: string): HTMLElement {
+  const s = el('section', { className: 'jp-KubeAI-detail-section' });
+  s.dataset.kubeaiSection = name;
+  s.appendChild(el('h3', { text: title }));
+  return s;
+}
+
+/** The words for an event's action: `rolled_back` -> `rolled back`. */
+export function actionText(action: string): string {
+  return action.replace(/_/g, ' ');
+}
+
+/**
+ * An item's history (who did what, and when), oldest first, as a small
+ * table; a line saying there is none when `events` is empty, and nothing
+ * (null) when the service does not report events.
+ */
+export function historyList(events: readonly IHistoryEvent[] | undefined, trans: TranslationBundle): HTMLElement | null {
+  if (events === undefined) {
+    return null;
+  }
+  if (events.length === 0) {
+    return el('p', { className: 'jp-KubeAI-muted', text: trans.__('Nothing recorded yet.'), field: 'history' });
+  }
+  const table = el('table', { className: 'jp-KubeAI-events jp-KubeAI-history', field: 'history' });
+  for (const e of events) {
+    const tr = el('tr', { field: 'history-event' });
+    tr.dataset.kubeaiAction = e.action;
+    tr.append(
+      el('td', { className: 'jp-KubeAI-muted', text: when(e.time), field: 'history-time' }),
+      el('td', { text: e.actor, field: 'history-actor' }),
+      el('td', { text: actionText(e.action), field: 'history-action' }),
+      el('td', { className: 'jp-KubeAI-muted', text: e.detail ?? '', field: 'history-detail' })
+    );
+    table.appendChild(tr);
+  }
+  return table;
+}
+
+/** A detail view's "History" section: hidden until the service reports the item's events. */
+export class HistorySection {
+  constructor(private readonly trans: TranslationBundle) {
+    this.node = section(trans.__('History'), 'history');
+    this.node.appendChild(this.body);
+    this.node.hidden = true;
+  }
+
+  readonly node: HTMLElement;
+
+  show(events: readonly IHistoryEvent[] | undefined): void {
+    const history = historyList(events, this.trans);
+    this.node.hidden = history === null;
+    this.body.replaceChildren(...(history ? [history] : []));
+  }
+
+  private readonly body = el('div');
+}
+
+/**
+ * Say next to a number field why the dialog's OK is greyed out: Lab's
+ * Dialog disables it while any input is `:invalid` (here: out of its
+ * min/max, or not a whole number), without a word. The message sits
+ * under the field (`data-kubeai-field="<field>-invalid"`), updated as the
+ * user types.
+ */
+export function explainCount(input: HTMLInputElement, row: HTMLElement, label: string, trans: TranslationBundle): void {
+  const note = el('small', { className: 'jp-KubeAI-field-invalid', field: `${input.name || input.dataset.kubeaiField}-invalid` });
+  note.hidden = true;
+  row.appendChild(note);
+  const check = () => {
+    const min = input.min === '' ? null : Number(input.min);
+    const max = input.max === '' ? null : Number(input.max);
+    const text = input.value.trim();
+    const n = Number(text);
+    let why = '';
+    if (text === '' && input.validity.badInput) {
+      why = trans.__('%1 must be a number.', label);
+    } else if (text === '') {
+      why = input.required ? trans.__('%1 is needed.', label) : '';
+    } else if (!Number.isInteger(n)) {
+      why = trans.__('%1 must be a whole number.', label);
+    } else if (min !== null && n < min) {
+      why = max !== null
+        ? trans.__('%1 must be from %2 to %3.', label, min, max)
+        : trans.__('%1 must be at least %2.', label, min);
+    } else if (max !== null && n > max) {
+      why = trans.__('%1 must be at most %2.', label, max);
+    }
+    note.textContent = why;
+    note.hidden = !why;
+    // No setCustomValidity: the dialog checks validity before this listener runs, so a
+    // custom message would keep OK greyed out one keystroke too long. min/max/step say it.
+    input.classList.toggle('jp-KubeAI-invalid', !!why);
+  };
+  input.addEventListener('input', check);
+  check();
+}
+
 /** A dialog body: labelled rows, and a place for the error. */
 export class FormBody extends Widget {
   readonly inputs: { [field: string]: HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement } = {};
@@ -99,6 +220,24 @@ export class FormBody extends Widget {
     return input;
   }
 
+  /** A whole-number field that says why it is invalid (see `explainCount`). */
+  addCount(field: string, label: string, value: string, attrs: { [name: string]: string }, trans: TranslationBundle, help = ''): HTMLInputElement {
+    const input = this.addInput(field, label, 'number', value, { step: '1', ...attrs }, help);
+    explainCount(input, this.rows[field], label, trans);
+    return input;
+  }
+
+  addTextArea(field: string, label: string, value: string, placeholder: string, help = ''): HTMLTextAreaElement {
+    const area = el('textarea', { className: 'jp-mod-styled' });
+    // Tall enough for what it is prefilled with (a notebook's parameters), within reason.
+    area.rows = Math.min(8, Math.max(3, value.split('\n').length + 1));
+    area.placeholder = placeholder;
+    area.spellcheck = false;
+    area.value = value;
+    this.addRow(field, label, area, help);
+    return area;
+  }
+
   addSelect(field: string, label: string, options: [string, string][], value: string, help = ''): HTMLSelectElement {
     const select = el('select', { className: 'jp-mod-styled' });
     for (const [v, text] of options) {
@@ -131,7 +270,12 @@ export class FormBody extends Widget {
     this.errorNode.hidden = !message;
   }
 
-  private addRow(field: string, label: string, control: HTMLInputElement | HTMLSelectElement, help: string): void {
+  private addRow(
+    field: string,
+    label: string,
+    control: HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement,
+    help: string
+  ): void {
     const row = el('label', { className: 'jp-KubeAI-form-row' });
     row.dataset.kubeaiRow = field;
     row.append(el('span', { className: 'jp-KubeAI-form-label', text: label }), control);

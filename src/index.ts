@@ -22,7 +22,8 @@ import { JobDetail } from './jobs';
 import { ModelDetail, RegisterSource, registerModel } from './models';
 import { KubeAIPanel } from './panel';
 import { ServiceDetail } from './services';
-import { INotebookSource, submitNotebook } from './submit';
+import { confirmAction } from './dom';
+import { INotebookSource, resubmitJob, submitNotebook } from './submit';
 
 /** Command IDs of the extension, in one place. */
 export namespace CommandIDs {
@@ -91,6 +92,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         api,
         trans,
         openFile: path => void app.commands.execute('docmanager:open', { path }),
+        resubmit: job => resubmit(job),
         onResubmitted: next => {
           void panel.jobs.refresh();
           openJob(next);
@@ -109,6 +111,43 @@ const plugin: JupyterFrontEndPlugin<void> = {
       app.shell.activateById(id);
     };
     panel.jobs.jobOpened.connect((_, job) => openJob(job));
+    // An open detail of a job the list no longer has looks again (a 404 marks it deleted).
+    panel.jobs.listed.connect((_, jobs) => {
+      const listed = new Set(jobs.map(j => j.job_id));
+      details.forEach(w => {
+        if (!listed.has(w.content.job.job_id) && !w.content.deleted) {
+          void w.content.refresh();
+        }
+      });
+    });
+
+    /**
+     * Resubmit: the submit dialog prefilled from the job, under a new name,
+     * running the job's snapshot. An admin resubmitting a teammate's job
+     * makes it the owner's job again with its choices (the service's own
+     * resubmit), after a confirmation.
+     */
+    const resubmit = async (job: IJob): Promise<IJob | null> => {
+      const me = panel.connection.me;
+      if (me && job.owner !== me.name) {
+        const confirmed = await confirmAction({
+          title: trans.__('Resubmit %1 for %2?', job.name, job.owner),
+          body: trans.__(
+            'A new job of %1 runs the same snapshot with the same choices, under their name and rights.',
+            job.owner
+          ),
+          ok: trans.__('Resubmit'),
+          trans
+        });
+        return confirmed ? api.resubmit(job.job_id) : null;
+      }
+      return resubmitJob(
+        job,
+        panel.jobs.jobs.map(j => j.name),
+        trans,
+        api
+      );
+    };
     app.commands.addCommand(CommandIDs.openJob, {
       label: args => trans.__('Open KubeAI job %1', String(args.id ?? '')),
       execute: async args => openJob(await api.get(String(args.id)))
@@ -211,6 +250,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     panel.models.modelOpened.connect((_, model) => openModel(model));
     panel.services.serviceOpened.connect((_, service) => openService(service));
+    // An open detail of a service the list no longer has looks again (a 404 marks it deleted).
+    panel.services.listed.connect((_, services) => {
+      const listed = new Set(services.map(s => s.name));
+      serviceDetails.forEach(w => {
+        if (!listed.has(w.content.service.name) && !w.content.deleted) {
+          void w.content.refresh();
+        }
+      });
+    });
 
     app.commands.addCommand(CommandIDs.openModel, {
       label: args => trans.__('Open KubeAI model %1', String(args.id ?? '')),

@@ -2,25 +2,48 @@
  * The Jobs section of the KubeAI panel, and a job's detail view.
  *
  * The list shows the caller's jobs (and their projects' jobs) with state,
- * age, framework, workers and project, filtered by state and project. It
- * polls every two seconds while it is visible and a job is still active,
- * and not at all otherwise. The detail view (a main-area widget) shows one
- * job: live logs per replica (a streamed answer read as it arrives),
+ * age, framework, workers, project and owner, filtered by state and
+ * project. It polls every two seconds while it is visible and a job is
+ * still active, and every fifteen otherwise (so a deletion or a teammate's
+ * job shows), never while hidden. The detail view (a main-area widget)
+ * shows one job: its log per replica (the tail, paged back with "Load
+ * earlier", then followed: only appended bytes come over the wire),
  * events, a chart of the metrics the job logs, its output files (opened in
- * Lab), and Cancel, Resubmit and Delete record.
+ * Lab; the service hides the machinery's files), its history (who did
+ * what), and, for its owner or a hub admin, Cancel (confirmed), Resubmit
+ * (the submit dialog prefilled from the job) and Delete record.
  */
-import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { TranslationBundle } from '@jupyterlab/translation';
 import { ISignal, Signal } from '@lumino/signaling';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import { IJob, IJobEvent, IJobFile, IMetricRecord, JOB_STATES, JobsAPI, KubeAIError } from './api';
+import {
+  IJob,
+  IJobEvent,
+  IJobFile,
+  IMetricRecord,
+  JOB_STATES,
+  JobsAPI,
+  KubeAIError,
+  LOG_TAIL_BYTES,
+  mayChange
+} from './api';
 import { renderMetrics } from './chart';
+import { button, confirmAction, el, errorText, HistorySection, section, when } from './dom';
 import { FRAMEWORKS } from './submit';
 
 /** How often the list and an open detail poll while a job is active (ms). */
 export const POLL_MS = 2000;
+
+/**
+ * How often the list polls while it is visible and nothing is active (ms):
+ * a teammate's submission or a deletion elsewhere shows without a click.
+ */
+export const IDLE_POLL_MS = 15000;
+
+/** The most log text the detail keeps (characters); older lines leave as new ones come. */
+export const LOG_KEPT_CHARS = 4 * 1024 * 1024;
 
 /** `3 s`, `5 min`, `2 h`, `4 d`: how long ago `epoch` was. */
 export function age(epoch: number | null, now = Date.now() / 1000): string {
@@ -40,43 +63,12 @@ export function age(epoch: number | null, now = Date.now() / 1000): string {
   return `${Math.floor(s / 86400)} d`;
 }
 
-function when(epoch: number | null): string {
-  return epoch ? new Date(epoch * 1000).toLocaleString() : '—';
-}
-
 function duration(job: IJob): string {
   if (!job.started) {
     return '—';
   }
   const end = job.finished ?? Date.now() / 1000;
   return age(job.started, end);
-}
-
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  props: { className?: string; text?: string; field?: string } = {}
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  if (props.className) {
-    node.className = props.className;
-  }
-  if (props.text !== undefined) {
-    node.textContent = props.text;
-  }
-  if (props.field) {
-    node.dataset.kubeaiField = props.field;
-  }
-  return node;
-}
-
-function button(label: string, action: string, onClick: () => void, accept = false): HTMLButtonElement {
-  const b = el('button', {
-    className: `jp-Button jp-mod-styled ${accept ? 'jp-mod-accept' : 'jp-mod-reject'} jp-KubeAI-button`,
-    text: label
-  });
-  b.dataset.kubeaiAction = action;
-  b.onclick = onClick;
-  return b;
 }
 
 function stateBadge(job: IJob): HTMLElement {
@@ -89,10 +81,6 @@ function stateBadge(job: IJob): HTMLElement {
     badge.title = job.reason;
   }
   return badge;
-}
-
-function errorText(error: unknown): string {
-  return error instanceof KubeAIError ? error.message : String(error);
 }
 
 /** The Jobs section: the list of jobs, filtered, polled while any is active. */
@@ -115,6 +103,11 @@ export class JobsView extends Widget {
   /** The jobs as last listed. */
   get jobs(): readonly IJob[] {
     return this._jobs;
+  }
+
+  /** Emitted after each listing (open details of jobs gone from it look again). */
+  get listed(): ISignal<this, readonly IJob[]> {
+    return this._listed;
   }
 
   /** The projects the filter offers (the user's groups). */
@@ -142,6 +135,7 @@ export class JobsView extends Widget {
       this._jobs = jobs;
       this.node.dataset.state = 'listed';
       this.render();
+      this._listed.emit(jobs);
     } catch (error) {
       this.node.dataset.state = 'error';
       this.message.textContent = this.trans.__('The jobs could not be listed: %1', errorText(error));
@@ -178,9 +172,7 @@ export class JobsView extends Widget {
     if (this.isDisposed || !this.isVisible) {
       return;
     }
-    if (this._jobs.some(j => j.active)) {
-      this.timer = window.setTimeout(() => void this.refresh(), POLL_MS);
-    }
+    this.timer = window.setTimeout(() => void this.refresh(), this._jobs.some(j => j.active) ? POLL_MS : IDLE_POLL_MS);
   }
 
   private stopPolling(): void {
@@ -249,7 +241,8 @@ export class JobsView extends Widget {
         el('span', { text: age(job.created, now), field: 'age' }),
         el('span', { text: trans.__(FRAMEWORKS[job.framework] ?? job.framework), field: 'framework' }),
         el('span', { text: workers, field: 'workers' }),
-        el('span', { text: job.project ?? trans.__('personal'), field: 'project' })
+        el('span', { text: job.project ?? trans.__('personal'), field: 'project' }),
+        el('span', { text: trans.__('by %1', job.owner), field: 'owner' })
       );
       li.append(top, facts);
       li.onclick = () => this._jobOpened.emit(job);
@@ -264,6 +257,7 @@ export class JobsView extends Widget {
 
   private _jobs: IJob[] = [];
   private readonly _jobOpened = new Signal<this, IJob>(this);
+  private readonly _listed = new Signal<this, readonly IJob[]>(this);
   private timer: number | null = null;
   private stateFilter!: HTMLSelectElement;
   private projectFilter!: HTMLSelectElement;
@@ -277,6 +271,8 @@ export interface IJobDetailOptions {
   trans: TranslationBundle;
   /** Open a file (a path relative to the home) in Lab. */
   openFile: (path: string) => void;
+  /** "Resubmit": the submit dialog prefilled from the job; the new job once submitted (null: cancelled). */
+  resubmit: (job: IJob) => Promise<IJob | null>;
   /** A job was resubmitted: show the new one. */
   onResubmitted: (job: IJob) => void;
   /** The list may have changed (cancel, delete). */
@@ -285,7 +281,19 @@ export interface IJobDetailOptions {
   registerModel?: (job: IJob) => void;
 }
 
-/** One job in the main area: facts, actions, metrics, logs, events, files. */
+/**
+ * The log of one replica as the detail shows it: a window [start, end)
+ * of its bytes, the tail first, paged back on demand, followed while the
+ * job runs (only what is appended comes over the wire).
+ */
+class LogWindow {
+  replica = '';
+  start = 0;
+  end = 0;
+  text = '';
+}
+
+/** One job in the main area: facts, actions, metrics, logs, events, files, history. */
 export class JobDetail extends Widget {
   constructor(
     job: IJob,
@@ -304,17 +312,30 @@ export class JobDetail extends Widget {
 
   job: IJob;
 
+  /** Whether the record was found deleted (by a refresh's 404). */
+  get deleted(): boolean {
+    return this._deleted;
+  }
+
   /** Fetch everything again; keep polling while the job is active. */
   async refresh(): Promise<void> {
     this.stopPolling();
+    if (this._deleted) {
+      return;
+    }
     const { api } = this.options;
     const id = this.job.job_id;
     try {
+      const before = this.job.state;
       this.job = await api.get(id);
+      this.showMessage('');
       this.renderJob();
+      if (before !== this.job.state) {
+        this.options.onChanged(); // the list shows the new state without waiting for its own poll
+      }
     } catch (error) {
       if (error instanceof KubeAIError && error.status === 404) {
-        this.showMessage(this.options.trans.__('This job record no longer exists.'));
+        this.gone();
         return;
       }
       this.showMessage(errorText(error));
@@ -345,7 +366,7 @@ export class JobDetail extends Widget {
 
   private schedule(): void {
     this.stopPolling();
-    if (!this.isDisposed && this.isVisible && this.job.active) {
+    if (!this.isDisposed && this.isVisible && this.job.active && !this._deleted) {
       this.timer = window.setTimeout(() => void this.refresh(), POLL_MS);
     }
   }
@@ -365,12 +386,6 @@ export class JobDetail extends Widget {
     this.factsNode = el('dl', { className: 'jp-KubeAI-facts' });
     this.actions = el('div', { className: 'jp-KubeAI-actions' });
 
-    const section = (title: string, name: string) => {
-      const s = el('section', { className: 'jp-KubeAI-detail-section' });
-      s.dataset.kubeaiSection = name;
-      s.appendChild(el('h3', { text: title }));
-      return s;
-    };
     this.metricsNode = section(trans.__('Metrics'), 'metrics');
     this.metricsBody = el('div');
     this.metricsNode.appendChild(this.metricsBody);
@@ -378,8 +393,11 @@ export class JobDetail extends Widget {
     const logs = section(trans.__('Logs'), 'logs');
     const logBar = el('div', { className: 'jp-KubeAI-log-bar' });
     this.replicaSelect = el('select', { className: 'jp-mod-styled', field: 'replica' });
-    this.replicaSelect.onchange = () => this.followLog(this.replicaSelect.value);
-    logBar.append(el('span', { text: trans.__('Replica') }), this.replicaSelect);
+    this.replicaSelect.onchange = () => this.startLog(this.replicaSelect.value);
+    this.earlierButton = button(trans.__('Load earlier'), 'log-earlier', () => void this.loadEarlier());
+    this.earlierButton.hidden = true;
+    this.logRange = el('span', { className: 'jp-KubeAI-muted', field: 'log-range' });
+    logBar.append(el('span', { text: trans.__('Replica') }), this.replicaSelect, this.earlierButton, this.logRange);
     this.logNode = el('pre', { className: 'jp-KubeAI-log', field: 'log' });
     logs.append(logBar, this.logNode);
 
@@ -391,6 +409,8 @@ export class JobDetail extends Widget {
     this.filesBody = el('div');
     this.filesNode.appendChild(this.filesBody);
 
+    this.history = new HistorySection(trans);
+
     this.node.append(
       this.header,
       this.messageNode,
@@ -399,13 +419,30 @@ export class JobDetail extends Widget {
       this.metricsNode,
       logs,
       this.filesNode,
-      this.eventsNode
+      this.eventsNode,
+      this.history.node
     );
   }
 
   private showMessage(text: string): void {
     this.messageNode.textContent = text;
     this.messageNode.hidden = !text;
+  }
+
+  /** The record is gone (deleted here or elsewhere): say so, offer nothing, stop watching. */
+  private gone(): void {
+    const trans = this.options.trans;
+    this._deleted = true;
+    this.stopLog();
+    this.node.dataset.kubeaiState = 'Deleted';
+    const badge = this.header.querySelector<HTMLElement>('[data-kubeai-field="state"]');
+    if (badge) {
+      badge.textContent = trans.__('Deleted');
+      badge.className = 'jp-KubeAI-state jp-KubeAI-state-deleted';
+    }
+    this.actions.replaceChildren();
+    this.showMessage(trans.__('This job record no longer exists (it was deleted). Its folder %1 may still hold its files.', this.job.folder));
+    this.options.onChanged();
   }
 
   private renderJob(): void {
@@ -419,6 +456,7 @@ export class JobDetail extends Widget {
     }
     const facts: [string, string, string][] = [
       ['job-id', trans.__('Job id'), job.job_id],
+      ['owner', trans.__('Owner'), job.owner],
       ['framework', trans.__('Framework'), trans.__(FRAMEWORKS[job.framework] ?? job.framework)],
       [
         'workers',
@@ -441,22 +479,42 @@ export class JobDetail extends Widget {
       this.factsNode.append(el('dt', { text: label }), el('dd', { text: value, field }));
     }
 
+    // Cancel, Resubmit and Delete only for whoever may use them (its owner, a hub admin).
+    const mine = mayChange(job);
     this.actions.replaceChildren();
-    if (job.active) {
+    if (job.active && mine) {
       this.actions.appendChild(button(trans.__('Cancel job'), 'cancel', () => void this.cancel()));
     }
     if (job.state === 'Succeeded' && this.options.registerModel) {
       const register = this.options.registerModel;
-      this.actions.appendChild(button(trans.__('Register model'), 'register-model', () => register(this.job), true));
+      this.actions.appendChild(button(trans.__('Register model'), 'register-model', () => register(this.job), 'accept'));
     }
-    this.actions.appendChild(button(trans.__('Resubmit'), 'resubmit', () => void this.resubmit(), true));
-    if (!job.active) {
-      this.actions.appendChild(button(trans.__('Delete record'), 'delete', () => void this.remove()));
+    if (mine) {
+      this.actions.appendChild(button(trans.__('Resubmit…'), 'resubmit', () => void this.resubmit(), 'accept'));
+    }
+    if (!job.active && mine) {
+      this.actions.appendChild(button(trans.__('Delete record'), 'delete', () => void this.remove(), 'warn'));
     }
     this.actions.appendChild(button(trans.__('Refresh'), 'refresh-job', () => void this.refresh()));
+
+    this.history.show(job.events);
   }
 
   private async cancel(): Promise<void> {
+    const trans = this.options.trans;
+    const confirmed = await confirmAction({
+      title: trans.__('Cancel job %1?', this.job.name),
+      body: trans.__(
+        'Every process of %1 is stopped now; what it has not saved is lost. Its record and folder stay.',
+        this.job.name
+      ),
+      ok: trans.__('Cancel job'),
+      trans,
+      warn: true
+    });
+    if (!confirmed) {
+      return;
+    }
     try {
       this.job = await this.options.api.cancel(this.job.job_id);
       this.renderJob();
@@ -468,26 +526,32 @@ export class JobDetail extends Widget {
   }
 
   private async resubmit(): Promise<void> {
+    let job: IJob | null;
     try {
-      const job = await this.options.api.resubmit(this.job.job_id);
-      this.options.onResubmitted(job);
+      job = await this.options.resubmit(this.job);
     } catch (error) {
       this.showMessage(errorText(error));
+      return;
+    }
+    if (job) {
+      this.options.onResubmitted(job);
     }
   }
 
   private async remove(): Promise<void> {
     const trans = this.options.trans;
-    const answer = await showDialog({
+    const confirmed = await confirmAction({
       title: trans.__('Delete the job record?'),
       body: trans.__(
         'The record of %1 leaves the Jobs list. Its folder %2 (outputs and logs) stays in your files.',
         this.job.name,
         this.job.folder
       ),
-      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: trans.__('Delete') })]
+      ok: trans.__('Delete'),
+      trans,
+      warn: true
     });
-    if (!answer.button.accept) {
+    if (!confirmed) {
       return;
     }
     try {
@@ -549,6 +613,7 @@ export class JobDetail extends Widget {
     const trans = this.options.trans;
     let files: IJobFile[];
     try {
+      // The service hides the job folder's internal files (state, pids, logs, the script).
       files = (await this.options.api.files(this.job.job_id)).files;
     } catch (error) {
       this.filesBody.replaceChildren(el('p', { className: 'jp-KubeAI-muted', text: errorText(error) }));
@@ -625,52 +690,151 @@ export class JobDetail extends Widget {
       }
       return;
     }
-    // Follow the chosen replica; again when a stream ended while the job
-    // still runs (a cut connection) or before its final state was known.
-    if (
-      replica !== this.logReplica ||
-      (!this.logStreaming && (this.job.active || this.logFinishedState !== this.job.state))
-    ) {
-      this.followLog(replica);
+    if (replica !== this.log.replica || !this.logAbort) {
+      this.startLog(replica);
+    } else if (!this.logBusy && (this.job.active || this.logFinishedState !== this.job.state)) {
+      // The stream ended while the job runs (a cut connection), or before its final state
+      // was known: go on from where the text ends, never from the start again.
+      this.followFrom(this.log, this.logAbort);
     }
   }
 
-  /** Show `replica`'s log from its start, following it while the job runs. */
-  private followLog(replica: string): void {
+  /** Show the tail of `replica`'s log, then follow it while the job runs. */
+  private startLog(replica: string): void {
     this.stopLog();
     const controller = new AbortController();
     this.logAbort = controller;
-    this.logReplica = replica;
-    this.logStreaming = true;
+    const log = new LogWindow();
+    log.replica = replica;
+    this.log = log;
+    this.logBusy = true;
     this.logNode.textContent = '';
     this.logNode.dataset.kubeaiReplica = replica;
-    let text = '';
+    this.renderRange();
+    this.options.api
+      .logTail(this.job.job_id, replica)
+      .then(piece => {
+        if (controller.signal.aborted) {
+          return;
+        }
+        log.start = piece.offset;
+        log.end = piece.offset + piece.bytes;
+        log.text = piece.text;
+        this.logNode.textContent = log.text;
+        this.logNode.scrollTop = this.logNode.scrollHeight;
+        this.renderRange();
+        this.followFrom(log, controller);
+      })
+      .catch(error => {
+        if (!controller.signal.aborted) {
+          this.logBusy = false;
+          this.logNode.textContent = `[${errorText(error)}]`;
+        }
+      });
+  }
+
+  /** Stream what is appended to `log` after its end (until the job ends). */
+  private followFrom(log: LogWindow, controller: AbortController): void {
+    if (controller.signal.aborted || log !== this.log) {
+      return;
+    }
+    this.logBusy = true;
     const node = this.logNode;
+    const state = this.job.state;
     this.options.api
       .followLog(
         this.job.job_id,
-        replica,
-        piece => {
-          text += piece;
-          const atBottom = node.scrollTop + node.clientHeight >= node.scrollHeight - 4;
-          node.textContent = text;
-          if (atBottom) {
-            node.scrollTop = node.scrollHeight;
+        log.replica,
+        log.end,
+        {
+          start: offset => {
+            if (offset !== log.end) {
+              // The service streams from elsewhere (one without offsets: from the start).
+              log.start = offset;
+              log.end = offset;
+              log.text = '';
+              node.textContent = '';
+            }
+          },
+          text: (text, bytes) => {
+            if (!text && !bytes) {
+              return;
+            }
+            const atBottom = node.scrollTop + node.clientHeight >= node.scrollHeight - 4;
+            log.text += text;
+            log.end += bytes;
+            if (log.text.length > LOG_KEPT_CHARS) {
+              this.trimLog(log);
+              node.textContent = log.text;
+            } else {
+              node.appendChild(document.createTextNode(text));
+            }
+            if (atBottom) {
+              node.scrollTop = node.scrollHeight;
+            }
+            this.renderRange();
           }
         },
         controller.signal
       )
       .catch(error => {
         if (!controller.signal.aborted) {
-          node.textContent = text + `\n[${errorText(error)}]`;
+          node.appendChild(document.createTextNode(`\n[${errorText(error)}]`));
         }
       })
       .finally(() => {
         if (this.logAbort === controller) {
-          this.logStreaming = false;
-          this.logFinishedState = this.job.active ? '' : this.job.state;
+          this.logBusy = false;
+          this.logFinishedState = this.job.active ? '' : state;
         }
       });
+  }
+
+  /** Keep the newest `LOG_KEPT_CHARS` (from a line start); "Load earlier" brings the rest back. */
+  private trimLog(log: LogWindow): void {
+    let cut = log.text.length - LOG_KEPT_CHARS;
+    const nl = log.text.indexOf('\n', cut);
+    cut = nl >= 0 ? nl + 1 : cut;
+    log.start += new TextEncoder().encode(log.text.slice(0, cut)).length;
+    log.text = log.text.slice(cut);
+  }
+
+  /** Page back: the bytes before what is shown, up to `LOG_TAIL_BYTES` at a time. */
+  private async loadEarlier(): Promise<void> {
+    const log = this.log;
+    if (log.start <= 0) {
+      return;
+    }
+    const length = Math.min(LOG_TAIL_BYTES, log.start);
+    const offset = log.start - length;
+    this.earlierButton.disabled = true;
+    try {
+      const piece = await this.options.api.logRange(this.job.job_id, log.replica, offset, length);
+      if (log !== this.log || piece.offset + piece.bytes !== log.start) {
+        return; // another replica meanwhile, or an answer that does not join up
+      }
+      const node = this.logNode;
+      const fromBottom = node.scrollHeight - node.scrollTop;
+      log.text = piece.text + log.text;
+      log.start = piece.offset;
+      node.textContent = log.text;
+      node.scrollTop = node.scrollHeight - fromBottom; // the lines read stay in view
+    } catch (error) {
+      this.showMessage(errorText(error));
+    } finally {
+      this.earlierButton.disabled = false;
+      this.renderRange();
+    }
+  }
+
+  /** "Load earlier" while the log has more before what is shown, and how much is shown. */
+  private renderRange(): void {
+    const log = this.log;
+    this.earlierButton.hidden = log.start <= 0;
+    this.logRange.textContent =
+      log.start > 0
+        ? this.options.trans.__('showing the last %1 of %2', formatSize(log.end - log.start), formatSize(log.end))
+        : '';
   }
 
   private stopLog(): void {
@@ -678,13 +842,15 @@ export class JobDetail extends Widget {
       this.logAbort.abort();
       this.logAbort = null;
     }
-    this.logStreaming = false;
+    this.logBusy = false;
   }
 
+  private _deleted = false;
   private timer: number | null = null;
   private logAbort: AbortController | null = null;
-  private logReplica = '';
-  private logStreaming = false;
+  private log = new LogWindow();
+  /** Whether the tail is loading or the log is being followed. */
+  private logBusy = false;
   private logFinishedState = '';
   private header!: HTMLElement;
   private messageNode!: HTMLElement;
@@ -693,11 +859,14 @@ export class JobDetail extends Widget {
   private metricsNode!: HTMLElement;
   private metricsBody!: HTMLElement;
   private replicaSelect!: HTMLSelectElement;
+  private earlierButton!: HTMLButtonElement;
+  private logRange!: HTMLElement;
   private logNode!: HTMLElement;
   private eventsNode!: HTMLElement;
   private eventsBody!: HTMLElement;
   private filesNode!: HTMLElement;
   private filesBody!: HTMLElement;
+  private history!: HistorySection;
 }
 
 function formatSize(bytes: number): string {

@@ -6,11 +6,11 @@
  * their projects'), with the latest version and the aliases. The detail
  * view (a main-area widget) shows every version side by side: one column
  * per metric, format, lineage (the job that produced it, opened with
- * `kubeai:open-job`), aliases; and per version Deploy, Set alias,
- * Archive/Unarchive and Delete. Models change only when someone acts, so
+ * `kubeai:open-job`), aliases; per version Deploy (any member), Set
+ * alias (the model's owner), Archive/Unarchive and Delete (its creator,
+ * the model's owner or an admin: `may_change`); and the model's history. Models change only when someone acts, so
  * nothing polls: the views list again when shown and after each action.
  */
-import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { TranslationBundle } from '@jupyterlab/translation';
 import { ISignal, Signal } from '@lumino/signaling';
 import { Message } from '@lumino/messaging';
@@ -29,10 +29,11 @@ import {
   ITensorSpec,
   JobsAPI,
   KubeAIError,
+  mayChange,
   ModelsAPI,
   ServicesAPI
 } from './api';
-import { button, el, errorText, FormBody, runFormDialog, when } from './dom';
+import { button, confirmAction, el, errorText, FormBody, HistorySection, runFormDialog, when } from './dom';
 import { age } from './jobs';
 
 /** Model names: lowercase letters, digits and '-', starting with a letter (at most 63). */
@@ -254,6 +255,10 @@ export class ModelDetail extends Widget {
     } catch (error) {
       if (error instanceof KubeAIError && error.status === 404) {
         this.showMessage(this.options.trans.__('This model no longer exists, or you may no longer see it.'));
+        this.node.dataset.kubeaiState = 'Deleted';
+        this.actions.hidden = true;
+        this.versionsBody.replaceChildren();
+        this.options.onChanged();
         return;
       }
       this.showMessage(errorText(error));
@@ -277,7 +282,8 @@ export class ModelDetail extends Widget {
     versions.appendChild(el('h3', { text: trans.__('Versions') }));
     this.versionsBody = el('div', { className: 'jp-KubeAI-table-wrap' });
     versions.appendChild(this.versionsBody);
-    this.node.append(this.header, this.messageNode, this.actions, this.factsNode, versions);
+    this.history = new HistorySection(trans);
+    this.node.append(this.header, this.messageNode, this.actions, this.factsNode, versions, this.history.node);
   }
 
   private showMessage(text: string): void {
@@ -306,6 +312,7 @@ export class ModelDetail extends Widget {
       this.factsNode.append(el('dt', { text: label }), el('dd', { text: value, field }));
     }
     this.renderVersions(model.versions ?? []);
+    this.history.show(model.events);
   }
 
   private renderVersions(versions: IModelVersion[]): void {
@@ -376,21 +383,25 @@ export class ModelDetail extends Widget {
       tr.appendChild(created);
       tr.appendChild(this.lineageCell(version));
 
+      // Members deploy any version as a service of their own; the aliases are the model
+      // owner's; a version is changed by its creator (or the model's owner, an admin).
       const actions = el('td', { className: 'jp-KubeAI-row-actions' });
       if (!version.archived) {
+        actions.append(button(trans.__('Deploy'), 'deploy', () => void this.deploy(version), 'accept'));
+        if (mayChange(this.model)) {
+          actions.append(button(trans.__('Set alias'), 'set-alias', () => void this.setAlias(version)));
+        }
+      }
+      if (mayChange(version.may_change === undefined ? this.model : version)) {
         actions.append(
-          button(trans.__('Deploy'), 'deploy', () => void this.deploy(version), 'accept'),
-          button(trans.__('Set alias'), 'set-alias', () => void this.setAlias(version))
+          button(
+            version.archived ? trans.__('Unarchive') : trans.__('Archive'),
+            version.archived ? 'unarchive' : 'archive',
+            () => void this.setArchived(version, !version.archived)
+          ),
+          button(trans.__('Delete'), 'delete-version', () => void this.deleteVersion(version), 'warn')
         );
       }
-      actions.append(
-        button(
-          version.archived ? trans.__('Unarchive') : trans.__('Archive'),
-          version.archived ? 'unarchive' : 'archive',
-          () => void this.setArchived(version, !version.archived)
-        ),
-        button(trans.__('Delete'), 'delete-version', () => void this.deleteVersion(version))
-      );
       tr.appendChild(actions);
       tbody.appendChild(tr);
     }
@@ -402,6 +413,9 @@ export class ModelDetail extends Widget {
     const trans = this.options.trans;
     const chip = el('span', { className: 'jp-KubeAI-chip', text: alias });
     chip.dataset.kubeaiAlias = alias;
+    if (!mayChange(this.model)) {
+      return chip;
+    }
     const remove = el('button', { className: 'jp-KubeAI-chip-remove', text: '×' });
     remove.dataset.kubeaiAction = 'remove-alias';
     remove.title = trans.__('Remove alias %1', alias);
@@ -498,16 +512,18 @@ export class ModelDetail extends Widget {
 
   private async deleteVersion(version: IModelVersion): Promise<void> {
     const trans = this.options.trans;
-    const answer = await showDialog({
+    const confirmed = await confirmAction({
       title: trans.__('Delete version %1?', version.version),
       body: trans.__(
         'Version %1 of %2 and its files leave the registry for good. A version that a service uses cannot be deleted (archive it instead).',
         version.version,
         this.model.name
       ),
-      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: trans.__('Delete') })]
+      ok: trans.__('Delete'),
+      trans,
+      warn: true
     });
-    if (!answer.button.accept) {
+    if (!confirmed) {
       return;
     }
     await this.act(() => this.options.api.deleteVersion(this.model.id, version.version));
@@ -527,6 +543,7 @@ export class ModelDetail extends Widget {
   private factsNode!: HTMLElement;
   private actions!: HTMLElement;
   private versionsBody!: HTMLElement;
+  private history!: HistorySection;
 }
 
 function profileLabel(p: ICatalogProfile): string {
@@ -552,13 +569,13 @@ export async function deployVersion(
   const body = new FormBody('deploy');
   body.addNote(trans.__('Serve version %1 of %2 behind a stable, authenticated URL.', version.version, model.name));
   body.addInput('name', trans.__('Service name'), 'text', nameFrom(model.name, 40, 'service'), {}, trans.__('Lowercase letters, digits and "-"; part of the endpoint URL.'));
-  body.addInput('replicas', trans.__('Replicas'), 'number', '1', { min: '1', max: '32' });
-  body.addInput(
+  body.addCount('replicas', trans.__('Replicas'), '1', { min: '1', max: '32' }, trans);
+  body.addCount(
     'max_replicas',
     trans.__('Autoscale up to'),
-    'number',
     '',
     { min: '1', max: '32', placeholder: trans.__('no autoscaling') },
+    trans,
     trans.__('On a cluster: add replicas under load (CPU), up to this many. Local mode runs one.')
   );
   const profiles = catalog.profiles;
@@ -584,7 +601,7 @@ export async function deployVersion(
     profile.addEventListener('change', updateGpus);
     updateGpus();
   }
-  body.addInput('max_batch_size', trans.__('Max batch size'), 'number', '16', { min: '1', max: '1024' }, trans.__('Requests arriving together are batched up to this many (1: no batching).'));
+  body.addCount('max_batch_size', trans.__('Max batch size'), '16', { min: '1', max: '1024' }, trans, trans.__('Requests arriving together are batched up to this many (1: no batching).'));
   return runFormDialog<IService>({
     title: trans.__('Deploy %1 v%2', model.name, version.version),
     body,
@@ -724,10 +741,11 @@ export async function registerModel(
   connection = new ConnectionAPI()
 ): Promise<{ model: IModel; version: IModelVersion } | null> {
   const job = 'job' in source ? source.job : null;
-  const [me, files] = await Promise.all([
+  const [me, listing] = await Promise.all([
     connection.me(),
-    job ? jobs.files(job.job_id).then(r => r.files) : Promise.resolve([] as IJobFile[])
+    job ? jobs.files(job.job_id) : Promise.resolve({ files: [] as IJobFile[], model_file: null })
   ]);
+  const files = listing.files;
   const body = new FormBody('register-model');
   if (job) {
     body.addNote(trans.__('From job %1 (%2): its metrics, notebook, image and parameters are kept as lineage.', job.name, job.job_id));
@@ -739,7 +757,13 @@ export async function registerModel(
   const defaultProject = job ? (job.project ?? '') : (me.groups[0] ?? '');
   body.addSelect('project', trans.__('Project'), projects, defaultProject);
   if (job) {
-    body.addSelect('path', trans.__('Files'), jobPathChoices(files, trans), '', trans.__('In %1', job.folder));
+    // The model file (or folder) the job wrote, when the service can tell which; else the whole folder.
+    const choices = jobPathChoices(files, trans);
+    const modelFile = listing.model_file ?? '';
+    if (modelFile && !choices.some(([value]) => value === modelFile)) {
+      choices.push([modelFile, `${modelFile}/`]);
+    }
+    body.addSelect('path', trans.__('Files'), choices, modelFile, trans.__('In %1', job.folder));
   } else if ('path' in source) {
     body.addInput('path', trans.__('Path'), 'text', source.path, {}, trans.__('A file or folder in your home.'));
   }

@@ -55,10 +55,39 @@ export class ConnectionView extends Widget {
     } catch (error) {
       this.renderError(error);
     }
+    this.fitContent();
   }
 
   protected onAfterAttach(): void {
     void this.refresh();
+  }
+
+  protected onAfterShow(): void {
+    this.fitContent();
+  }
+
+  /**
+   * Never cut the section's content (its facts, a deprecated-image notice,
+   * the Refresh button): the sidebar's accordion shares its height among
+   * the sections by their relative sizes, but keeps each at least at its
+   * CSS min-height, so that is set to what the content needs (up to half
+   * the window; beyond, the section scrolls) and the accordion refitted.
+   */
+  private fitContent(): void {
+    requestAnimationFrame(() => {
+      const node = this.node;
+      const last = node.lastElementChild as HTMLElement | null;
+      if (!last || !this.isVisible) {
+        return;
+      }
+      const padding = parseFloat(getComputedStyle(node).paddingBottom) || 0;
+      const needed = Math.ceil(last.offsetTop + last.offsetHeight + padding);
+      const wanted = `${Math.min(needed, Math.round(window.innerHeight / 2))}px`;
+      if (node.style.minHeight !== wanted) {
+        node.style.minHeight = wanted;
+        this.parent?.fit();
+      }
+    });
   }
 
   private renderMe(me: IMe): void {

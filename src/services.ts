@@ -7,19 +7,32 @@
  * failed requests the hub forwarded to it (even while Ready), the full
  * endpoint URL, a "Try it" box that sends a sample request (prefilled from
  * the version's signature) through `POST services/<name>/predict` and
- * shows the model server's answer, and Update to a version, Roll back,
- * Scale and Delete. Both poll every two seconds while they are visible and
- * a service is not Ready, and not at all otherwise.
+ * shows the model server's answer, its history (who did what), and, for
+ * its owner or a hub admin, Update to a version and Roll back (both
+ * confirmed), Scale, Restart (a Failed model server) and Delete. Both
+ * poll while they are visible: every two seconds while a service changes,
+ * every fifteen otherwise (a deletion or failure elsewhere shows within
+ * one poll; a detail whose service is gone says so), never while hidden.
  */
-import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { TranslationBundle } from '@jupyterlab/translation';
 import { copyIcon } from '@jupyterlab/ui-components';
 import { ISignal, Signal } from '@lumino/signaling';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import { IModel, IService, IServiceError, ISignature, ITensorSpec, KubeAIError, ModelsAPI, ServicesAPI } from './api';
-import { button, el, errorText, when } from './dom';
+import {
+  IModel,
+  IService,
+  IServiceError,
+  ISignature,
+  ITensorSpec,
+  KubeAIError,
+  mayChange,
+  ModelsAPI,
+  ServicesAPI
+} from './api';
+import { button, confirmAction, el, errorText, HistorySection, section, when } from './dom';
+import { IDLE_POLL_MS } from './jobs';
 
 /** How often the list and an open detail poll while a service is not Ready (ms). */
 export const SERVICE_POLL_MS = 2000;
@@ -165,6 +178,11 @@ export class ServicesView extends Widget {
     return this._services;
   }
 
+  /** Emitted after each listing (open details of services gone from it look again). */
+  get listed(): ISignal<this, readonly IService[]> {
+    return this._listed;
+  }
+
   /** List again now (and keep polling while a service is not Ready). */
   async refresh(): Promise<void> {
     this.stopPolling();
@@ -173,6 +191,7 @@ export class ServicesView extends Widget {
       this._services = services;
       this.node.dataset.state = 'listed';
       this.render();
+      this._listed.emit(services);
     } catch (error) {
       this.node.dataset.state = 'error';
       this.message.textContent = this.trans.__('The services could not be listed: %1', errorText(error));
@@ -209,9 +228,9 @@ export class ServicesView extends Widget {
     if (this.isDisposed || !this.isVisible) {
       return;
     }
-    if (this._services.some(s => s.state !== 'Ready')) {
-      this.timer = window.setTimeout(() => void this.refresh(), SERVICE_POLL_MS);
-    }
+    // Often while one changes; now and then otherwise, so a deletion or failure elsewhere shows.
+    const changing = this._services.some(s => s.state !== 'Ready' && s.state !== 'Failed');
+    this.timer = window.setTimeout(() => void this.refresh(), changing ? SERVICE_POLL_MS : IDLE_POLL_MS);
   }
 
   private stopPolling(): void {
@@ -245,6 +264,7 @@ export class ServicesView extends Widget {
       const facts = el('div', { className: 'jp-KubeAI-job-facts jp-KubeAI-muted' });
       facts.append(
         el('span', { text: versionText(service), field: 'model-version' }),
+        el('span', { text: trans.__('by %1', service.owner), field: 'owner' }),
         el('span', { text: service.endpoint, field: 'endpoint', className: 'jp-KubeAI-endpoint' })
       );
       const errors = service.recent_errors ?? [];
@@ -271,6 +291,7 @@ export class ServicesView extends Widget {
 
   private _services: IService[] = [];
   private readonly _serviceOpened = new Signal<this, IService>(this);
+  private readonly _listed = new Signal<this, readonly IService[]>(this);
   private timer: number | null = null;
   private message!: HTMLElement;
   private list!: HTMLUListElement;
@@ -306,12 +327,24 @@ export class ServiceDetail extends Widget {
 
   service: IService;
 
-  /** Fetch the status again; keep polling while it is not Ready. */
+  /** Whether the service was found deleted (by a refresh's 404). */
+  get deleted(): boolean {
+    return this._deleted;
+  }
+
+  /** Fetch the status again; keep polling (often while it is not Ready). */
   async refresh(): Promise<void> {
     this.stopPolling();
+    if (this._deleted) {
+      return;
+    }
     try {
+      const before = this.service.state;
       this.service = await this.options.api.get(this.service.name);
       this.render();
+      if (before !== this.service.state) {
+        this.options.onChanged(); // the list shows the new state without waiting for its own poll
+      }
       await this.loadModel();
     } catch (error) {
       if (error instanceof KubeAIError && error.status === 404) {
@@ -344,8 +377,9 @@ export class ServiceDetail extends Widget {
 
   private schedule(): void {
     this.stopPolling();
-    if (!this.isDisposed && this.isVisible && this.service.state !== 'Ready') {
-      this.timer = window.setTimeout(() => void this.refresh(), SERVICE_POLL_MS);
+    if (!this.isDisposed && this.isVisible && !this._deleted) {
+      const changing = this.service.state !== 'Ready' && this.service.state !== 'Failed';
+      this.timer = window.setTimeout(() => void this.refresh(), changing ? SERVICE_POLL_MS : IDLE_POLL_MS);
     }
   }
 
@@ -371,12 +405,6 @@ export class ServiceDetail extends Widget {
 
   private build(): void {
     const trans = this.options.trans;
-    const section = (title: string, name: string) => {
-      const s = el('section', { className: 'jp-KubeAI-detail-section' });
-      s.dataset.kubeaiSection = name;
-      s.appendChild(el('h3', { text: title }));
-      return s;
-    };
     this.header = el('div', { className: 'jp-KubeAI-detail-header' });
     this.messageNode = el('p', { className: 'jp-KubeAI-error-detail', field: 'detail-error' });
     this.messageNode.hidden = true;
@@ -396,16 +424,24 @@ export class ServiceDetail extends Widget {
     this.replicasInput.max = '32';
     this.scaleButton = button(trans.__('Scale'), 'scale', () => void this.scale());
     this.deleteButton = button(trans.__('Delete service'), 'delete-service', () => void this.remove(), 'warn');
+    this.restartButton = button(trans.__('Restart'), 'restart-service', () => void this.restart(), 'accept');
+    this.restartButton.title = trans.__('Start the model server again');
     const group = (...nodes: (HTMLElement | string)[]) => {
       const g = el('span', { className: 'jp-KubeAI-action-group' });
       g.append(...nodes);
       return g;
     };
-    this.actions.append(
+    // What only its owner or a hub admin may do; hidden for anyone else.
+    this.changeGroups = [
+      group(this.restartButton),
       group(el('span', { text: trans.__('Version') }), this.versionSelect, this.updateButton),
       group(this.rollbackButton),
       group(el('span', { text: trans.__('Replicas') }), this.replicasInput, this.scaleButton),
-      group(this.deleteButton, button(trans.__('Refresh'), 'refresh-service', () => void this.refresh()))
+      group(this.deleteButton)
+    ];
+    this.actions.append(
+      ...this.changeGroups,
+      group(button(trans.__('Refresh'), 'refresh-service', () => void this.refresh()))
     );
 
     const endpoint = section(trans.__('Endpoint'), 'endpoint');
@@ -441,7 +477,18 @@ export class ServiceDetail extends Widget {
       this.tryOutput
     );
 
-    this.node.append(this.header, this.messageNode, this.busyNode, this.actions, this.factsNode, endpoint, tryIt);
+    this.history = new HistorySection(trans);
+
+    this.node.append(
+      this.header,
+      this.messageNode,
+      this.busyNode,
+      this.actions,
+      this.factsNode,
+      endpoint,
+      tryIt,
+      this.history.node
+    );
   }
 
   private showMessage(text: string): void {
@@ -449,10 +496,21 @@ export class ServiceDetail extends Widget {
     this.messageNode.hidden = !text;
   }
 
+  /** The service is gone (deleted here or elsewhere): say so, offer nothing, stop polling. */
   private gone(): void {
+    const trans = this.options.trans;
+    this._deleted = true;
+    this.stopPolling();
     this.node.dataset.kubeaiState = 'Deleted';
-    this.showMessage(this.options.trans.__('This service no longer exists.'));
+    const badge = this.header.querySelector<HTMLElement>('[data-kubeai-field="state"]');
+    if (badge) {
+      badge.textContent = trans.__('Deleted');
+      badge.className = 'jp-KubeAI-state jp-KubeAI-state-deleted';
+    }
+    this.header.querySelector('[data-kubeai-field="reason"]')?.remove();
+    this.showMessage(trans.__('This service no longer exists (it was deleted); its endpoint answers no more.'));
     this.actions.hidden = true;
+    this.options.onChanged();
   }
 
   private render(): void {
@@ -507,7 +565,14 @@ export class ServiceDetail extends Widget {
     this.rollbackButton.disabled = s.previous_version === null;
     this.rollbackButton.textContent =
       s.previous_version === null ? trans.__('Roll back') : trans.__('Roll back to v%1', s.previous_version);
+    const mine = mayChange(s);
+    for (const g of this.changeGroups) {
+      g.hidden = !mine;
+    }
+    // Restart: a model server that failed (and was not brought back by itself).
+    this.restartButton.parentElement!.hidden = !mine || s.state !== 'Failed';
     this.renderEndpoint();
+    this.history.show(s.events);
     this.setBusy(this.busyText);
   }
 
@@ -604,7 +669,7 @@ export class ServiceDetail extends Widget {
     this.busyNode.textContent = text;
     this.busyNode.hidden = !text;
     const busy = !!text;
-    for (const b of [this.updateButton, this.scaleButton, this.deleteButton]) {
+    for (const b of [this.updateButton, this.scaleButton, this.deleteButton, this.restartButton]) {
       b.disabled = busy;
     }
     if (busy) {
@@ -643,6 +708,22 @@ export class ServiceDetail extends Widget {
     if (!version) {
       return;
     }
+    const confirmed = await confirmAction({
+      title: trans.__('Update %1 to v%2?', this.service.name, version),
+      body: trans.__(
+        '%1 switches from v%2 to v%3 of %4; v%2 answers until v%3 is ready. Callers of %5 get the new version\'s answers.',
+        this.service.name,
+        this.service.version,
+        version,
+        this.service.model,
+        fullURL(this.service.endpoint)
+      ),
+      ok: trans.__('Update'),
+      trans
+    });
+    if (!confirmed) {
+      return;
+    }
     await this.change(trans.__('Switching to v%1 (the old version answers until the new one is ready)…', version), () =>
       this.options.api.update(this.service.name, { version })
     );
@@ -651,6 +732,22 @@ export class ServiceDetail extends Widget {
   private async rollback(): Promise<void> {
     const trans = this.options.trans;
     const previous = this.service.previous_version;
+    const confirmed = await confirmAction({
+      title: trans.__('Roll %1 back to v%2?', this.service.name, previous ?? ''),
+      body: trans.__(
+        '%1 goes back from v%2 to v%3 of %4; callers get v%3\'s answers once it is ready.',
+        this.service.name,
+        this.service.version,
+        previous ?? '',
+        this.service.model
+      ),
+      ok: trans.__('Roll back'),
+      trans,
+      warn: true
+    });
+    if (!confirmed) {
+      return;
+    }
     await this.change(trans.__('Rolling back to v%1…', previous ?? ''), () => this.options.api.rollback(this.service.name));
   }
 
@@ -666,17 +763,24 @@ export class ServiceDetail extends Widget {
     );
   }
 
+  private async restart(): Promise<void> {
+    const trans = this.options.trans;
+    await this.change(trans.__('Restarting the model server…'), () => this.options.api.restart(this.service.name));
+  }
+
   private async remove(): Promise<void> {
     const trans = this.options.trans;
-    const answer = await showDialog({
+    const confirmed = await confirmAction({
       title: trans.__('Delete service %1?', this.service.name),
       body: trans.__(
         'The service stops answering at %1. The model version stays in the registry.',
         fullURL(this.service.endpoint)
       ),
-      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: trans.__('Delete') })]
+      ok: trans.__('Delete'),
+      trans,
+      warn: true
     });
-    if (!answer.button.accept) {
+    if (!confirmed) {
       return;
     }
     this.setBusy(trans.__('Deleting…'));
@@ -725,6 +829,7 @@ export class ServiceDetail extends Widget {
   }
 
   private model: IModel | null = null;
+  private _deleted = false;
   private timer: number | null = null;
   private busyText = '';
   private tryEdited = false;
@@ -741,6 +846,9 @@ export class ServiceDetail extends Widget {
   private replicasInput!: HTMLInputElement;
   private scaleButton!: HTMLButtonElement;
   private deleteButton!: HTMLButtonElement;
+  private restartButton!: HTMLButtonElement;
+  private changeGroups: HTMLElement[] = [];
+  private history!: HistorySection;
   private endpointBody!: HTMLElement;
   private tryInput!: HTMLTextAreaElement;
   private tryStatus!: HTMLElement;
