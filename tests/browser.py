@@ -67,6 +67,13 @@ def start_server_from_form(page) -> None:
     page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
 
 
+def start_lab(page, hub_url: str, username: str, password: str) -> None:
+    """Log in, submit the spawn form as it comes, and wait until JupyterLab is up."""
+    hub_login(page, hub_url, username, password)
+    page.wait_for_selector("#kubeai-spawn-form", timeout=60_000)
+    start_server_from_form(page)
+
+
 def open_kubeai_panel(page):
     """Open the KubeAI sidebar panel in JupyterLab; returns its locator.
 
@@ -119,6 +126,16 @@ class JobsUI:
 
     def submit(self) -> None:
         self.page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept").click()
+
+    def submit_and_open(self, form):
+        """Submit the dialog; once the service accepted the job, its detail (opened by the submission) and id."""
+        from playwright.sync_api import expect
+
+        self.submit()
+        expect(form).to_have_count(0, timeout=30_000)
+        detail = self.detail()
+        expect(detail).to_have_count(1, timeout=30_000)
+        return detail, detail.get_attribute("data-kubeai-job")
 
     def submit_error(self, form):
         return form.locator('[data-kubeai-field="submit-error"]')

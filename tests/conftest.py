@@ -32,3 +32,14 @@ def _own_kubeai_state_dir(monkeypatch, tmp_path_factory):
     processes they start there (and count their reservations), so tests, and concurrent runs, never
     see each other's; and a value ``hubconfig.configure`` wrote is undone after the test."""
     monkeypatch.setenv("KUBEAI_STATE_DIR", str(tmp_path_factory.mktemp("kubeai-state")))
+
+
+@pytest.fixture(scope="module")
+def local_hub(tmp_path_factory):
+    """The real hub in local mode, shared by a module's tests; at the end, nothing it started may be left running."""
+    from processes import LocalHub
+
+    hub = LocalHub(tmp_path_factory.mktemp("hub")).start()
+    yield hub
+    left = hub.stop()
+    assert left == [], f"processes left running after the hub stopped: {left}"

@@ -5,7 +5,8 @@ notebook that trains a small torch model with DistributedDataParallel,
 edits it in the editor (unsaved), submits it from the toolbar with a
 parameter, and watches the job reach Succeeded in the Jobs panel, with
 the metrics chart, per-rank logs and output files (one opened in Lab);
-then resubmits it, cancels the new job, and deletes the first one's record.
+then resubmits it (the dialog prefilled from the job, a longer run), cancels
+the new job (after a confirmation), and deletes the first one's record.
 Screenshots land in ``test-artifacts/``.
 """
 
@@ -14,7 +15,7 @@ import time
 
 import pytest
 
-from processes import REPO, LocalHub, processes_under
+from processes import REPO, processes_under
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -71,11 +72,8 @@ def wait_until(check, what: str, timeout: float = 20) -> None:
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    hub = LocalHub(tmp_path_factory.mktemp("hub")).start()
-    yield hub
-    left = hub.stop()
-    assert left == [], f"processes left running after the hub stopped: {left}"
+def hub(local_hub):
+    return local_hub
 
 
 def test_alice_submits_a_ddp_job_from_the_notebook_toolbar(hub):
@@ -109,13 +107,8 @@ def test_alice_submits_a_ddp_job_from_the_notebook_toolbar(hub):
         ui.fill(form, framework="pytorch", workers=2, procs_per_worker=1, parameters="steps = 4")
         expect(form.locator('[data-kubeai-row="parameter_servers"]')).to_be_hidden()
         page.screenshot(path=str(ARTIFACTS / "e2e-jobs-submit-dialog.png"))
-        ui.submit()
-        expect(form).to_have_count(0, timeout=30_000)
-
         # The submission opens the job's detail, and the Jobs panel lists it.
-        detail = ui.detail()
-        expect(detail).to_have_count(1, timeout=30_000)
-        job_id = detail.get_attribute("data-kubeai-job")
+        detail, job_id = ui.submit_and_open(form)
         assert job_id and job_id.startswith("train-ddp-"), job_id
         row = ui.job_row(job_id)
         expect(row).to_be_visible(timeout=30_000)
@@ -159,15 +152,23 @@ def test_alice_submits_a_ddp_job_from_the_notebook_toolbar(hub):
         expect(opened).to_contain_text("trained 4 steps on 2 ranks", timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "e2e-jobs-output-opened.png"))
 
-        # Resubmit runs the same snapshot as a new job; Cancel stops it.
+        # Resubmit runs the same snapshot as a new job (the dialog prefilled, a distinct name); Cancel stops it.
         page.locator(f'.lm-DockPanel-tabBar [data-id="kubeai-job-{job_id}"]').click()
         detail.locator('[data-kubeai-action="resubmit"]').click()
+        form = page.locator('[data-kubeai-dialog="submit-job"]')
+        expect(form.locator('[data-kubeai-field="name"]')).to_have_value("train_ddp-2", timeout=30_000)
+        expect(form.locator('[data-kubeai-field="workers"]')).to_have_value("2")
+        expect(form.locator('[data-kubeai-field="parameters"]')).to_have_value("steps = 4")
+        ui.fill(form, parameters="steps = 400")
+        ui.submit()
+        expect(form).to_have_count(0, timeout=30_000)
         again = page.locator(f'.jp-KubeAI-job-detail:visible:not([data-kubeai-job="{job_id}"])')
         expect(again).to_have_count(1, timeout=30_000)
         again_id = again.get_attribute("data-kubeai-job")
         expect(ui.job_row(again_id)).to_be_visible(timeout=30_000)
         expect(again).to_have_attribute("data-kubeai-state", "Running", timeout=60_000)
         again.locator('[data-kubeai-action="cancel"]').click()
+        page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-warn").click()  # "Cancel job?" confirmed
         expect(again).to_have_attribute("data-kubeai-state", "Cancelled", timeout=30_000)
         expect(ui.job_row(again_id)).to_have_attribute("data-kubeai-state", "Cancelled", timeout=30_000)
         expect(again.locator('[data-kubeai-action="cancel"]')).to_have_count(0)

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from processes import REPO, LocalHub, processes_under
+from processes import REPO, processes_under
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -58,11 +58,8 @@ def notebook() -> dict:
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    hub = LocalHub(tmp_path_factory.mktemp("hub")).start()
-    yield hub
-    left = hub.stop()
-    assert left == [], f"processes left running after the hub stopped: {left}"
+def hub(local_hub):
+    return local_hub
 
 
 def serving_processes(hub) -> list[int]:
@@ -103,11 +100,7 @@ def test_alice_registers_deploys_and_tries_a_model_from_a_job(hub):
         nb = jobs.open_notebook(f"{hub.url}/user/alice/lab", "train_sklearn.ipynb")
         form = jobs.submit_dialog(nb)
         jobs.fill(form, framework="single")
-        jobs.submit()
-        expect(form).to_have_count(0, timeout=30_000)
-        job = jobs.detail()
-        expect(job).to_have_count(1, timeout=30_000)
-        job_id = job.get_attribute("data-kubeai-job")
+        job, job_id = jobs.submit_and_open(form)
         expect(job).to_have_attribute("data-kubeai-state", "Succeeded", timeout=120_000)
         folder = home / ".kubeai" / "jobs" / job_id
         logged = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -121,8 +114,8 @@ def test_alice_registers_deploys_and_tries_a_model_from_a_job(hub):
         register = ui.dialog("register-model")
         expect(register.locator('[data-kubeai-field="name"]')).to_have_value("train-sklearn")
         expect(register.locator('[data-kubeai-field="project"]')).to_have_value("vision")
-        expect(register.locator('[data-kubeai-field="path"]')).to_have_value("")
-        ui.fill(register, path="model.joblib")
+        # It proposes the model file the job wrote, not the whole folder.
+        expect(register.locator('[data-kubeai-field="path"]')).to_have_value("model.joblib")
         page.screenshot(path=str(ARTIFACTS / "e2e-models-register-dialog.png"))
         ui.accept()
         expect(register).to_have_count(0, timeout=60_000)
@@ -189,6 +182,7 @@ def test_alice_registers_deploys_and_tries_a_model_from_a_job(hub):
         # A second version (the whole job folder this time), aliased "production".
         job.locator('[data-kubeai-action="register-model"]').click()
         register = ui.dialog("register-model")
+        ui.fill(register, path="")
         ui.accept()
         expect(register).to_have_count(0, timeout=60_000)
         v2 = ui.version_row(model, 2)
@@ -206,6 +200,8 @@ def test_alice_registers_deploys_and_tries_a_model_from_a_job(hub):
         expect(service.locator('[data-kubeai-field="update-version"] option')).to_have_count(2, timeout=30_000)
         service.locator('[data-kubeai-field="update-version"]').select_option("2")
         service.locator('[data-kubeai-action="update"]').click()
+        expect(page.locator(".jp-Dialog")).to_contain_text("Update churn to v2?")
+        ui.accept()
         expect(service.locator('[data-kubeai-field="serving-version"]')).to_have_text("v2", timeout=60_000)
         expect(service.locator('[data-kubeai-field="previous-version"]')).to_have_text("v1")
         expect(service).to_have_attribute("data-kubeai-state", "Ready", timeout=60_000)
@@ -214,6 +210,7 @@ def test_alice_registers_deploys_and_tries_a_model_from_a_job(hub):
         assert json.loads(response.inner_text())["predictions"] == expected
         expect(service.locator('[data-kubeai-action="rollback"]')).to_have_text("Roll back to v1")
         service.locator('[data-kubeai-action="rollback"]').click()
+        ui.confirm_warning()  # "Roll churn back to v1?"
         expect(service.locator('[data-kubeai-field="serving-version"]')).to_have_text("v1", timeout=60_000)
         expect(service).to_have_attribute("data-kubeai-state", "Ready", timeout=60_000)
         expect(service.locator('[data-kubeai-field="update-version"]')).to_have_value("1")
