@@ -39,6 +39,8 @@ READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
 DIR_FLAGS = READ_FLAGS | os.O_DIRECTORY
 #: What a whole-file read takes at most unless the caller says otherwise.
 DEFAULT_LIMIT = 16 * 1024**2
+#: Folders below this depth are not listed.
+MAX_DEPTH = 32
 
 
 class Missing(NotFound):
@@ -196,17 +198,21 @@ def is_dir(root: Path | str, name: str | Sequence[str]) -> bool:
     return True
 
 
-def walk_files(root: Path | str, name: str | Sequence[str] = ()) -> Iterator[tuple[str, os.stat_result]]:
+def walk_files(root: Path | str, name: str | Sequence[str] = (),
+               max_depth: int = MAX_DEPTH) -> Iterator[tuple[str, os.stat_result]]:
     """``(relative path, lstat)`` of every regular file below ``root/name``, sorted, never through a link.
 
-    Hidden names (a leading dot) are skipped. Uses :func:`os.fwalk`, which
-    opens each folder by descriptor and checks it is the one it listed.
+    Hidden names (a leading dot) are skipped, and so is what lies more than
+    ``max_depth`` folders down (a folder nested thousands deep would
+    otherwise exhaust the recursion of :func:`os.fwalk`, which opens each
+    folder by descriptor and checks it is the one it listed).
     """
     fd = open_dir(root, name)
     try:
         for top, dirs, files, dir_fd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             prefix = "" if top == "." else top[2:] + "/"
+            depth = prefix.count("/")
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < max_depth else []
             for file in sorted(files):
                 if file.startswith("."):
                     continue

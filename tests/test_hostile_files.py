@@ -278,3 +278,18 @@ async def test_a_replicas_exit_file_that_is_a_fifo_or_link_is_no_evidence(tmp_pa
     (tmp_path / "logs/worker-1.exit").symlink_to(tmp_path / "secret")
     found = await asyncio.wait_for(asyncio.to_thread(_exit_statuses, tmp_path / "logs"), QUICK)
     assert {name: code for name, (code, _) in found.items()} == {"master-0": 0}
+
+
+def test_a_folder_nested_thousands_deep_is_listed_to_a_depth(tmp_path):
+    folder = tmp_path / "job"
+    folder.mkdir()
+    (folder / "top.txt").write_text("x")
+    fd = os.open(folder, os.O_RDONLY)
+    for _ in range(1500):  # deeper than Python's recursion; made by descriptors (the path gets too long)
+        os.mkdir("d", dir_fd=fd)
+        child = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(os.open("deep.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    os.close(fd)
+    assert [f["name"] for f in list_files(folder)] == ["top.txt"]
