@@ -35,9 +35,24 @@ the server.
   warning), or ignore it; ``terminate()`` makes a running pod's containers
   exit.
 * ``fail()`` makes chosen requests answer an error (e.g. 403 on pod
-  creation) before anything is stored.
+  creation, 500, 503) before anything is stored; ``hang()`` makes them
+  answer nothing for a while (past the client's timeout), before or after
+  being served; ``drop()`` serves them, then closes the connection without
+  an answer (a lost answer: the client cannot know it was applied).
+* Watches: ``drop_watches()`` ends the open watch streams (cleanly, or by
+  cutting the connection); ``fail("watch", ..., status=410)`` answers a
+  watch 410 Gone, and ``compact()`` makes resumed watches get an ERROR 410.
+* Server-side apply (``PATCH`` with ``application/apply-patch+yaml``):
+  creates the object when missing, else merges the applied fields (a merge
+  patch: the fake keeps no field ownership); ``fieldManager`` is required.
+* ``default()`` registers the API server's defaulting for a resource (fields
+  the server fills on every write, as a CRD's schema defaults do).
+* A write that changes nothing keeps the object's resourceVersion and sends
+  no watch event, as the real API does.
 * ``SelfSubjectAccessReview`` (``kubectl auth can-i``): allowed, unless
-  ``deny()`` named the verb and resource (then ``allowed: false``).
+  ``deny()`` named the verb and resource (then ``allowed: false``); after
+  ``authorize(rbac_objects)``, answered by those Roles' and ClusterRoles'
+  rules instead (``resourceNames`` included: a review must then name one).
 * Pod logs (``pods/log``): what tests wrote with ``write_log()``, with
   ``tailLines``, and ``follow=true`` streaming until the pod ends or goes;
   a pod that has not started answers 400, as the real API does.
@@ -53,9 +68,10 @@ the server.
 Limits (on purpose, for speed and simplicity)
 ---------------------------------------------
 No authentication or RBAC enforcement (the token is only recorded), no
-admission, defaulting or schema validation, strategic merge patch is applied
-as a plain merge patch (lists are replaced, not merged by key), server-side
-apply is refused (415), ``limit``/``continue`` pagination is ignored (lists
+admission or schema validation (defaulting only where a test declares it),
+strategic merge patch and server-side apply are applied as a plain merge
+patch (lists are replaced, not merged by key; no managed fields),
+``limit``/``continue`` pagination is ignored (lists
 are complete), namespaces need not exist
 before objects are created in them, pods are removed at once on delete
 (unless they carry finalizers), field selectors accept any path (the real API
@@ -352,6 +368,10 @@ class ObjectStore:
         # Replaced after each change: waiters grab the current one, so none
         # misses a change made between its last look at the log and its wait.
         self._changed = asyncio.Event()
+        # The API server's defaulting, per resource (see FakeKube.default).
+        self.defaulters: dict[kmock.resource, list[Callable[[Object], None]]] = {}
+        # Bumped by drop_watches(): watches started before end.
+        self.watch_generation = 0
 
     @property
     def resource_version(self) -> int:
@@ -390,6 +410,10 @@ class ObjectStore:
         return [copy.deepcopy(obj) for _, obj in found]
 
     # ---- writing
+
+    def _default(self, res: kmock.resource, obj: Object) -> None:
+        for fill in self.defaulters.get(res, ()):
+            fill(obj)
 
     def _commit(self, kind: str, key: Key, obj: Object) -> Object:
         self._rv += 1
@@ -437,6 +461,7 @@ class ObjectStore:
         obj.setdefault("kind", _kind(res))
         if res.group == "" and res.plural in _SERVER_OWNED_STATUS:
             obj["status"] = copy.deepcopy(_SERVER_OWNED_STATUS[res.plural])
+        self._default(res, obj)
         return self._commit("ADDED", key, obj)
 
     def _write(self, res: kmock.resource, namespace: str | None, name: str,
@@ -462,12 +487,17 @@ class ObjectStore:
                 meta[immutable] = current["metadata"][immutable]
             else:
                 meta.pop(immutable, None)
+        self._default(res, new)
         generation = current["metadata"].get("generation", 1)
         meta["generation"] = generation + 1 if new.get("spec") != current.get("spec") else generation
         key = (res, namespace, name)
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             # The last finalizer is gone: the pending deletion completes.
             return self._remove(key, new)
+        meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+        if new == current:
+            # As the real API: a write that changes nothing is no write (same resourceVersion, no event).
+            return current
         return self._commit("MODIFIED", key, new)
 
     def replace(self, res: kmock.resource, namespace: str | None, name: str, body: Object,
@@ -526,6 +556,12 @@ class ObjectStore:
         """Forget the history, as etcd compaction does: older watches must list again."""
         self.compacted_rv = self._rv
 
+    def drop_watches(self) -> None:
+        """End every watch now open (each sees the end of its stream)."""
+        self.watch_generation += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
     def write_log(self, namespace: str, pod: str, text: str) -> None:
         """Append to a pod's log (followers see it at once)."""
         self.pod_logs[(namespace, pod)] = self.pod_logs.get((namespace, pod), "") + text
@@ -544,7 +580,7 @@ class ObjectStore:
 
     async def watch(self, res: kmock.resource, namespace: str | None = None, *,
                     match: Predicate = lambda obj: True, since: str | None = None,
-                    timeout: float | None = None) -> AsyncIterator[Object]:
+                    timeout: float | None = None, droppable: bool = True) -> AsyncIterator[Object]:
         """Watch events, as the API streams them.
 
         ``since`` None or "0" starts with an ADDED event per matching object;
@@ -590,7 +626,10 @@ class ObjectStore:
             yield {"type": "ADDED", "object": obj}
 
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        generation = self.watch_generation
         while True:
+            if droppable and self.watch_generation != generation:
+                return  # dropped (drop_watches)
             while position < len(self.log):
                 change = self.log[position]
                 position += 1
@@ -682,7 +721,9 @@ class ApiCall:
 
 @dataclass
 class Failure:
-    """A rule making matching requests answer an error instead of being served."""
+    """A rule making matching requests fail: answer an error instead of being served
+    (``mode`` "error"), answer nothing for ``seconds`` ("hang", served first if ``serve``),
+    or be served and then lose their answer (``"drop"``: the connection closes)."""
 
     verb: str
     resource: kmock.resource
@@ -693,6 +734,9 @@ class Failure:
     message: str | None
     times: int | None  # None: for ever
     hits: int = 0
+    mode: str = "error"  # error | hang | drop
+    seconds: float = 0.0  # how long a hang lasts (at most: it ends when the fake stops)
+    serve: bool = False  # hang: serve the request first (applied, but the answer comes too late)
 
     def matches(self, call: ApiCall) -> bool:
         return (
@@ -759,6 +803,32 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         SESSION_CALLS.dump(Path(path))
 
 
+def rbac_allows(objects: Iterable[Object], attributes: dict[str, str]) -> bool:
+    """Whether the rules of these Roles and ClusterRoles allow a review's ``resourceAttributes``.
+
+    A Role's rules hold in its namespace, a ClusterRole's everywhere (the
+    bindings are taken as binding us: tests/test_rbac.py checks them). A rule
+    with ``resourceNames`` allows only a request naming one of them, as the
+    real authorizer: a review without a ``name`` asks about every object.
+    """
+    resource = attributes.get("resource", "")
+    if attributes.get("subresource"):
+        resource += "/" + attributes["subresource"]
+    for obj in objects:
+        if obj.get("kind") not in ("Role", "ClusterRole"):
+            continue
+        if obj["kind"] == "Role" and obj["metadata"].get("namespace") != attributes.get("namespace"):
+            continue
+        for rule in obj.get("rules") or []:
+            names = rule.get("resourceNames")
+            if (attributes.get("group", "") in rule.get("apiGroups", ())
+                    and resource in rule.get("resources", ())
+                    and attributes.get("verb") in rule.get("verbs", ())
+                    and (not names or attributes.get("name") in names)):
+                return True
+    return False
+
+
 def _is_resource_request(request: kmock.Request) -> bool:
     return request.resource is not None and request.resource.plural is not None
 
@@ -775,6 +845,9 @@ class FakeApiServer(kmock.KubernetesScaffold):
     calls: list[ApiCall] = attrs.field(factory=list, init=False)
     failures: list[Failure] = attrs.field(factory=list, init=False)
     denied: list[tuple[str, str, str | None]] = attrs.field(factory=list, init=False)  # see FakeKube.deny
+    rbac: list[Object] | None = attrs.field(default=None, init=False)  # see FakeKube.authorize
+    # Set when the fake stops: hanging requests end then, so the server can close.
+    stopping: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -800,11 +873,24 @@ class FakeApiServer(kmock.KubernetesScaffold):
         self.calls.append(call)
         SESSION_CALLS.add(call)
         try:
-            for failure in self.failures:
-                if failure.matches(call):
-                    failure.hits += 1
+            failure = next((f for f in self.failures if f.matches(call)), None)
+            if failure is not None:
+                failure.hits += 1
+                if failure.mode == "error":
                     raise failure.error(call)
+                if failure.mode == "hang" and not failure.serve:
+                    await self._hang(failure.seconds)
+                    raise api_error(504, "the request timed out (injected hang)")
             response = await super()._handle(request)
+            if failure is not None and failure.mode == "hang":
+                await self._hang(failure.seconds)
+            if failure is not None and failure.mode == "drop":
+                # Applied, and the answer is lost: the client sees the connection close.
+                call.status = 0
+                transport = request._raw_request.transport if request._raw_request is not None else None
+                if transport is not None:
+                    transport.close()
+                return response
         except kmock.KubernetesError as e:
             call.status = e.status
             raise
@@ -813,6 +899,10 @@ class FakeApiServer(kmock.KubernetesScaffold):
             raise
         call.status = response.status
         return response
+
+    async def _hang(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
 
     async def _serve(self, request: kmock.Request) -> Any:
         res, namespace, name = request.resource, request.namespace, request.name
@@ -855,15 +945,35 @@ class FakeApiServer(kmock.KubernetesScaffold):
             return self.store.replace(res, namespace, name, request.data, subresource=subresource)
         if verb == "patch":
             if "apply-patch" in _header(request, "Content-Type"):
-                raise api_error(415, "server-side apply is not emulated by tests/kubefake.py", resource=res)
+                return self._apply(res, namespace, name, request.data, params)
             return self.store.patch(res, namespace, name, request.data, subresource=subresource)
         if verb == "delete":
             return self.store.delete(res, namespace, name)
         raise api_error(405, f"{request.method.value} is not supported on {request.url.path}", resource=res)
 
+    def _apply(self, res: kmock.resource, namespace: str | None, name: str, body: Any,
+               params: dict[str, str]) -> Object:
+        """Server-side apply, as a merge patch of the applied fields (or a create)."""
+        if not params.get("fieldManager"):
+            raise api_error(422, "PATCH with apply requires a fieldManager", resource=res, name=name)
+        if not isinstance(body, dict) or not body.get("apiVersion") or not body.get("kind"):
+            raise api_error(400, "an applied configuration must be an object with apiVersion and kind",
+                            resource=res, name=name)
+        if (body.get("metadata") or {}).get("name") != name:
+            raise api_error(400, "the name of the applied object does not match the name on the URL",
+                            resource=res, name=name)
+        if self.store.get(res, namespace, name) is None:
+            return self.store.create(res, namespace, body)
+        return self.store.patch(res, namespace, name, body)
+
     def _review(self, review: Object) -> Object:
-        """A SelfSubjectAccessReview, answered from ``denied`` (everything else is allowed)."""
+        """A SelfSubjectAccessReview, answered from ``denied`` (everything else is allowed),
+        or by the rules of ``rbac`` when set."""
         attributes = (review.get("spec") or {}).get("resourceAttributes") or {}
+        if self.rbac is not None:
+            allowed = rbac_allows(self.rbac, attributes)
+            status = {"allowed": allowed, **({} if allowed else {"reason": "no RBAC rule allows it"})}
+            return {**review, "metadata": {"creationTimestamp": None}, "status": status}
         target = attributes.get("resource", "")
         if attributes.get("group"):
             target += "." + attributes["group"]
@@ -1075,7 +1185,7 @@ class Kubelet:
             self.errors.append(task.exception())
 
     async def _follow_pods(self) -> None:
-        async for event in self.store.watch(PODS):
+        async for event in self.store.watch(PODS, droppable=False):
             pod = event["object"]
             key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
             if event["type"] == "ADDED":
@@ -1230,6 +1340,7 @@ class FakeKube:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         assert self._stack is not None
+        self.kmock.stopping.set()
         await self._stack.aclose()
         self._stack = None
 
@@ -1352,6 +1463,39 @@ class FakeKube:
         failure = Failure(verb, resource_of(resource), namespace, name, status, reason, message, times)
         self.kmock.failures.append(failure)
         return failure
+
+    def hang(self, verb: str, resource: Any, seconds: float, *, namespace: str | None = None,
+             name: str | None = None, serve: bool = False, times: int | None = None) -> Failure:
+        """Answer matching requests only after ``seconds`` (past the client's timeout).
+
+        ``serve``: the request is applied at once and only its answer is late
+        (the client, having given up, cannot know it was); else it is not
+        applied (and answers 504 Timeout, to nobody).
+        """
+        failure = Failure(verb, resource_of(resource), namespace, name, 504, None, None, times,
+                          mode="hang", seconds=seconds, serve=serve)
+        self.kmock.failures.append(failure)
+        return failure
+
+    def drop(self, verb: str, resource: Any, *, namespace: str | None = None, name: str | None = None,
+             times: int | None = None) -> Failure:
+        """Serve matching requests, then close the connection without the answer (a lost answer)."""
+        failure = Failure(verb, resource_of(resource), namespace, name, 0, None, None, times, mode="drop")
+        self.kmock.failures.append(failure)
+        return failure
+
+    def drop_watches(self) -> None:
+        """End every open watch stream now, as an API server restart or a proxy does."""
+        self.store.drop_watches()
+
+    def default(self, resource: Any, fill: Callable[[Object], None]) -> None:
+        """Let ``fill(obj)`` default fields of every written ``resource`` object in place
+        (on create, update, patch and apply), as the API server does from a CRD's schema."""
+        self.store.defaulters.setdefault(resource_of(resource), []).append(fill)
+
+    def authorize(self, rbac_objects: Iterable[Object]) -> None:
+        """Answer SelfSubjectAccessReviews by these RBAC objects' rules (see ``rbac_allows``)."""
+        self.kmock.rbac = list(rbac_objects)
 
     # ---- clients
 

@@ -31,6 +31,15 @@ KUBEFLOW = {
 }
 
 
+#: (framework, forced kinds, resource) of every job kind but the default PyTorchJob.
+OTHER_KINDS = [
+    ("pytorch", {"pytorch": "TrainJob"}, "trainer.kubeflow.org/v1alpha1/trainjobs"),
+    ("tensorflow", {}, "kubeflow.org/v1/tfjobs"),
+    ("mpi", {}, "kubeflow.org/v2beta1/mpijobs"),
+    ("single", {}, "batch/v1/jobs"),
+]
+
+
 def install(kube, *missing):
     for resource, kind in KUBEFLOW.items():
         if kind not in missing:
@@ -216,14 +225,41 @@ async def test_pytorch_falls_back_to_trainjob_and_a_forced_kind_wins(kube, make_
     for obj in (trainjob, runtime):
         validate_custom({"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": {"name": obj["metadata"]["name"]},
                          "spec": obj["spec"]})
-    # A second submission reuses the runtime as it is; changed settings update it.
+    # A second submission leaves the runtime as it is; changed settings change it (once).
     await forced.submit(job("pytorch", job_id="second-job"))
-    assert not kube.find_calls("update", "trainer.kubeflow.org/v1alpha1/trainingruntimes")
+    assert [kind for kind, _ in kube.history(RUNTIMES, NS, "kubeai-project-vision")] == ["ADDED"]
     forced.ttl_seconds_after_finished = 60
     await forced.submit(job("pytorch", job_id="third-job"))
-    assert len(kube.find_calls("update", "trainer.kubeflow.org/v1alpha1/trainingruntimes")) == 1
+    assert [kind for kind, _ in kube.history(RUNTIMES, NS, "kubeai-project-vision")] == ["ADDED", "MODIFIED"]
+    assert kube.get(RUNTIMES, NS, "kubeai-project-vision")["spec"]["template"]["spec"]["ttlSecondsAfterFinished"] == 60
     with pytest.raises(Exception, match="is not one of"):
         KubernetesBackend(kinds={"mpi": "TrainJob"})
+
+
+RUNTIMES = "trainer.kubeflow.org/v1alpha1/trainingruntimes"
+
+
+def trainer_defaults(runtime):
+    """What the API server fills in a TrainingRuntime from its CRD's schema defaults (JobSet's)."""
+    for replicated in runtime.get("spec", {}).get("template", {}).get("spec", {}).get("replicatedJobs", []):
+        replicated.setdefault("replicas", 1)
+        replicated.setdefault("groupName", "default")
+
+
+async def test_each_submission_applies_the_runtime_and_the_servers_defaults_stay(kube, make_backend):
+    """The API server defaults fields we do not set: comparing what we send with what we read
+    would rewrite the runtime at every submission. One server-side apply, as our field manager,
+    of only our fields: an unchanged runtime is not written again."""
+    kube.default(RUNTIMES, trainer_defaults)
+    backend = await make_backend(kinds={"pytorch": "TrainJob"})
+    for job_id in ("first-job", "second-job", "third-job"):
+        await backend.submit(job("pytorch", job_id=job_id))
+    runtime = kube.get(RUNTIMES, NS, "kubeai-project-vision")
+    assert runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["replicas"] == 1  # the server's default stays
+    assert [kind for kind, _ in kube.history(RUNTIMES, NS, "kubeai-project-vision")] == ["ADDED"]
+    calls = kube.find_calls(resource=RUNTIMES)
+    assert [c.verb for c in calls] == ["patch"] * 3  # no read, no update: one apply each
+    assert all(c.query["fieldManager"] == "jupyter-kubeai" and c.query["force"] == "true" for c in calls)
 
 
 async def test_cancel_deletes_the_job_object_and_its_pods(kube, make_backend):

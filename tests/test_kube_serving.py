@@ -2,6 +2,7 @@
 against the HTTP-level fake API (tests/kubefake.py), the tests playing KServe and the Deployment controller."""
 
 import asyncio
+import calendar
 import copy
 import time
 
@@ -550,3 +551,24 @@ async def test_a_refused_object_leaves_nothing_behind(kube, make_backend):
         await backend.deploy(deployment())
     assert kube.get(DEPLOYMENTS, NS, "iris") is None
     assert kube.find_calls("delete", DEPLOYMENTS, name="iris")
+
+
+@pytest.mark.parametrize("kserve", [True, False], ids=["kserve", "deployment"])
+async def test_restart_rolls_new_pods_of_the_same_version(kube, make_backend, kserve):
+    backend = await make_backend(kserve=kserve)
+    deployed = await backend.deploy(deployment(version=3, replicas=1, max_replicas=2))
+    resource = ISVCS if kserve else DEPLOYMENTS
+    before = kube.get(resource, NS, "iris")
+    kube.fail("patch", resource, status=503, times=1)  # retried
+    details = await backend.restart("iris")
+    assert details == deployed  # same version, image, URL and objects
+    after = kube.get(resource, NS, "iris")
+    annotations = (after["spec"]["predictor"] if kserve else after["spec"]["template"]["metadata"])["annotations"]
+    stamp = calendar.timegm(time.strptime(annotations["kubectl.kubernetes.io/restartedAt"], "%Y-%m-%dT%H:%M:%SZ"))
+    assert abs(time.time() - stamp) < 60
+    # Only the restart stamp changed: the version, image and model stay.
+    differ = differences(stripped(before), stripped(after))
+    assert differ == (["/spec/predictor/annotations/kubectl.kubernetes.io/restartedAt"] if kserve else
+                      ["/spec/template/metadata/annotations/kubectl.kubernetes.io/restartedAt"]), differ
+    with pytest.raises(NotFound, match="No service named 'nope'"):
+        await backend.restart("nope")

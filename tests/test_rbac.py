@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_kube_backend import NS, install, record
+from test_kube_backend import NS, OTHER_KINDS, install, record
 from test_kubeai_spawner import catalog_url, spawner_for, start  # noqa: F401 (catalog_url is a fixture)
 from test_training_objects import job
 
@@ -62,6 +62,7 @@ CODE_TESTS = [
     "test_kube_serving.py",
     "test_job_api.py",
     "test_models_api.py",
+    "test_kube_faults.py",
     Path(__file__).name,
 ]
 #: The doctor's tests: its calls are checked against rbac.yaml plus rbac-doctor.yaml.
@@ -280,15 +281,7 @@ def test_the_checker_tells_allowed_from_denied_and_scopes_apart():
 # Scenarios: code paths the cluster sees that the behaviour tests do not reach
 # --------------------------------------------------------------------------
 
-@pytest.mark.parametrize(
-    ("framework", "kinds", "resource"),
-    [
-        ("pytorch", {"pytorch": "TrainJob"}, "trainer.kubeflow.org/v1alpha1/trainjobs"),
-        ("tensorflow", {}, "kubeflow.org/v1/tfjobs"),
-        ("mpi", {}, "kubeflow.org/v2beta1/mpijobs"),
-        ("single", {}, "batch/v1/jobs"),
-    ],
-)
+@pytest.mark.parametrize(("framework", "kinds", "resource"), OTHER_KINDS)
 async def test_cancel_deletes_every_kind_of_job(kube, framework, kinds, resource):
     install(kube)
     backend = KubernetesBackend(namespace=NS, cleanup_interval=0, kinds=kinds)

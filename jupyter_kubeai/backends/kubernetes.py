@@ -25,6 +25,13 @@
   :func:`~jupyter_kubeai.kube.training.in_job_dir`). The service sees the
   share at ``share_root``; once a job's pods are gone, its replicas and logs
   are read from there.
+- **Faults.** Requests are retried with backoff on 5xx, timeouts and dropped
+  connections (:class:`~jupyter_kubeai.kube.client.KubeClient`); the job object
+  is created by its job id, so a create whose answer was lost is found, not
+  doubled. A submission that still fails deletes what it may have made, so
+  no object outlives the record the service then drops; the project's
+  TrainingRuntime is one server-side apply. A dropped watch resumes from its
+  resourceVersion, and lists again after 410 Gone (:mod:`~jupyter_kubeai.kube.watch`).
 - **Restarts.** The watch cache remembers deleted objects only while the
   service runs. A record still active whose object was deleted while the
   service was down ends as its replicas' exit statuses in the folder say
@@ -60,7 +67,7 @@ from ..kube.jobstate import (
     replica_name,
     timestamp,
 )
-from ..kube.settings import KubeSettings
+from ..kube.settings import ApiSettings, KubeSettings
 from ..kube.training import (
     BATCHJOB,
     LABEL_JOB,
@@ -99,7 +106,7 @@ MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 _SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
-class KubernetesBackend(KubeSettings, JobBackend):
+class KubernetesBackend(KubeSettings, ApiSettings, JobBackend):
     """Training jobs in one namespace of the cluster the hub service runs in."""
 
     name = "kubernetes"
@@ -232,7 +239,7 @@ class KubernetesBackend(KubeSettings, JobBackend):
         async with self._start_lock:
             if self._started:
                 return
-            self.client = self.client or await KubeClient.connect()
+            self.client = self.client or await self.connect_api()
             await self.discover()
             await self._reflector("pods", POD, label_selector=MANAGED_SELECTOR,
                                   index=lambda pod: (pod["metadata"].get("labels") or {}).get(LABEL_JOB))
@@ -327,36 +334,33 @@ class KubernetesBackend(KubeSettings, JobBackend):
         reflector = await self._reflector(name, kind, label_selector=MANAGED_SELECTOR)
         try:
             if kind is TRAINJOB:
-                await self._ensure_runtime(make_training_runtime(spec.project, where))
+                # One server-side apply: the fields we set, as ours; what the API server
+                # defaulted (replicas, groupName) stays, so an unchanged runtime is not rewritten.
+                await self.client.apply(TRAININGRUNTIME, self.namespace, make_training_runtime(spec.project, where))
             created = await self.client.create(kind, self.namespace, build(spec, where))
         except ApiError as e:
             if e.status == 409:
                 raise Conflict(f"A {name} named {spec.job_id!r} exists already in the cluster.") from None
             if e.status in (400, 422):
                 raise InvalidInput(f"The cluster refused the {name}: {e.message}") from None
+            if e.uncertain:
+                # The create may have been made although no answer said so; the service drops
+                # the record of a failed submission, so nothing of it may stay running.
+                await self._forget(name, spec.job_id)
             raise Unavailable(f"The cluster did not accept the job ({e.status} {e.reason}): {e.message}") from None
         reflector.upsert(created)
         # "logs": where the replicas' logs stay once the pods are gone (the pods' path of the folder).
         return {"kind": name, "api_version": kind.api_version, "namespace": self.namespace, "name": spec.job_id,
                 "logs": posixpath.join(spec.job_dir, LOG_DIR)}
 
-    async def _ensure_runtime(self, runtime: dict) -> None:
-        """Create the project's TrainingRuntime, or update it where the settings changed."""
-        kind, name = TRAININGRUNTIME, runtime["metadata"]["name"]
+    async def _forget(self, kind: str, name: str) -> None:
+        """Delete what a failed submission may have made (best effort: the API may still be away)."""
         try:
-            current = await self.client.get(kind, self.namespace, name)
-        except ApiError as e:
-            if e.status != 404:
-                raise
-            try:
-                await self.client.create(kind, self.namespace, runtime)
-            except ApiError as e:
-                if e.status != 409:  # 409: another submission made it meanwhile
-                    raise
-            return
-        if current.get("spec") != runtime["spec"] or (current["metadata"].get("labels") or {}) != runtime["metadata"]["labels"]:
-            runtime = {**runtime, "metadata": {**runtime["metadata"], "resourceVersion": current["metadata"].get("resourceVersion")}}
-            await self.client.replace(kind, self.namespace, name, runtime)
+            await self._delete(kind, name)
+        except Unavailable as e:
+            self.log.error("Job %s failed to submit and its %s may exist without a record: %s. "
+                           "Delete it with: kubectl delete %s %s -n %s", name, kind, e, KINDS[kind][0].plural,
+                           name, self.namespace)
 
     # --- observing (from the cache: no API requests) ----------------------------------------------
 
@@ -601,7 +605,10 @@ class KubernetesBackend(KubeSettings, JobBackend):
 
     async def _delete(self, kind: str, name: str) -> bool:
         """Delete the job object and its pods; True if anything was there."""
-        deleted = False
+        # Seen by the watch: it was there, even if the delete's own answer got lost and a
+        # repeat (ours, or aiohttp's own on a dropped keep-alive connection) found it gone.
+        reflector = self.reflectors.get(kind)
+        deleted = reflector is not None and reflector.get(name) is not None
         try:
             await self.client.delete(KINDS[kind][0], self.namespace, name)
             deleted = True
@@ -609,7 +616,10 @@ class KubernetesBackend(KubeSettings, JobBackend):
             if e.status != 404:
                 raise Unavailable(f"The cluster did not delete the {kind} ({e.status}): {e.message}") from None
         # The operators' own pod cleanup is not relied on (cleanPodPolicy None keeps pods for logs).
-        gone = await self.client.delete_collection(POD, self.namespace, f"{MANAGED_SELECTOR},{LABEL_JOB}={name}")
+        try:
+            gone = await self.client.delete_collection(POD, self.namespace, f"{MANAGED_SELECTOR},{LABEL_JOB}={name}")
+        except ApiError as e:
+            raise Unavailable(f"The cluster did not delete the pods of {name!r} ({e.status}): {e.message}") from None
         return deleted or bool(gone.get("items"))
 
     async def cancel(self, record: JobRecord) -> bool:

@@ -17,11 +17,16 @@
 - **Observing.** One list+watch each for the InferenceServices, Deployments,
   pods of services and Events of the namespace (:class:`~jupyter_kubeai.kube.watch.Reflector`);
   :meth:`status` answers from memory with no API request.
+- **Faults.** Requests are retried with backoff on 5xx, timeouts and dropped
+  connections (:class:`~jupyter_kubeai.kube.client.KubeClient`); each object
+  is created by the service's name, so a create whose answer was lost is
+  found, not doubled; a deployment that still fails removes what it made.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 
 from traitlets import Bool, CaselessStrEnum, Int, List, Unicode, Union, default, validate
@@ -34,6 +39,7 @@ from ..kube.serving import (
     INFERENCESERVICE,
     KSERVE_BUILTIN,
     LABEL_SERVICE,
+    LABEL_VERSION,
     SERVICE,
     ServingPlacement,
     autoscaled,
@@ -48,18 +54,20 @@ from ..kube.serving import (
     service_url,
     update_patch,
 )
-from ..kube.settings import KubeSettings
+from ..kube.settings import ApiSettings, KubeSettings
 from ..kube.training import MANAGED_BY, Kind
 from ..kube.watch import Reflector
 from ..models.deploy import ServingBackend
 from ..models.spec import DeploymentSpec, ServiceStatus
 
 SERVICE_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY},{LABEL_SERVICE}"
+#: What ``kubectl rollout restart`` sets on a pod template: a change that makes new pods.
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 _SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 MERGE_PATCH = "application/merge-patch+json"
 
 
-class KubernetesServing(KubeSettings, ServingBackend):
+class KubernetesServing(KubeSettings, ApiSettings, ServingBackend):
     """Inference services in one namespace of the cluster the hub service runs in."""
 
     name = "kubernetes"
@@ -165,7 +173,7 @@ class KubernetesServing(KubeSettings, ServingBackend):
         async with self._start_lock:
             if self._started:
                 return
-            self.client = self.client or await KubeClient.connect()
+            self.client = self.client or await self.connect_api()
             await self._reflector("pods", POD, label_selector=SERVICE_SELECTOR,
                                   index=lambda pod: (pod["metadata"].get("labels") or {}).get(LABEL_SERVICE))
             await self._reflector("events", EVENT, index=lambda e: (e.get("involvedObject") or {}).get("name"),
@@ -262,17 +270,20 @@ class KubernetesServing(KubeSettings, ServingBackend):
         where = ServingPlacement(namespace=self.namespace, url_scheme=self.url_scheme, cluster_domain=self.cluster_domain)
         return service_url(name, where, kserve=kserve)
 
-    def _details(self, spec: DeploymentSpec, obj: dict, objects: list[dict]) -> dict:
+    def _details(self, spec: DeploymentSpec | None, obj: dict, objects: list[dict]) -> dict:
+        """What the service stores of a deployment (``spec`` None: as the object says)."""
         kserve = obj["kind"] == INFERENCESERVICE.kind
+        name = spec.name if spec else obj["metadata"]["name"]
+        version = spec.version if spec else int(((obj["metadata"].get("labels") or {}).get(LABEL_VERSION)) or 0)
         return {
             "kind": obj["kind"],
             "api_version": obj["apiVersion"],
             "namespace": self.namespace,
-            "name": spec.name,
+            "name": name,
             "objects": [f"{o['kind']}/{o['metadata']['name']}" for o in objects],
-            "url": self._url(spec.name, kserve),
+            "url": self._url(name, kserve),
             "image": live_image(obj),
-            "version": spec.version,
+            "version": version,
         }
 
     # --- changing ----------------------------------------------------------------------------------
@@ -297,8 +308,16 @@ class KubernetesServing(KubeSettings, ServingBackend):
             for obj in objects:
                 created.append(await self.client.create(_KINDS[obj["kind"]], self.namespace, obj))
         except ApiError as e:
-            for obj in created:  # all or nothing: no half-made service stays
-                await self._delete_quietly(_KINDS[obj["kind"]], spec.name)
+            # All or nothing: no half-made service stays (the refused one too, when the
+            # answer was lost: it may have been made).
+            made = objects[:len(created) + 1] if e.uncertain else created
+            for obj in reversed(made):
+                try:
+                    await self._delete_quietly(_KINDS[obj["kind"]], spec.name)
+                except ApiError as cleanup:
+                    self.log.error("Service %s failed to deploy and its %s may be left (%s); delete it with: "
+                                   "kubectl delete %s %s -n %s", spec.name, obj["kind"], cleanup,
+                                   _KINDS[obj["kind"]].plural, spec.name, self.namespace)
             raise _refused(e, objects[len(created)]["kind"], spec.name) from None
         self._deleted.discard(spec.name)
         main = created[0]
@@ -332,6 +351,39 @@ class KubernetesServing(KubeSettings, ServingBackend):
         self.reflectors[main["kind"]].upsert(main)
         return self._details(spec, main, objects)
 
+    async def restart(self, name: str) -> dict:
+        """A rollout restart (as ``kubectl rollout restart``): new pods, same version and settings.
+
+        The pod template gets a ``kubectl.kubernetes.io/restartedAt`` annotation
+        (KServe copies the predictor's annotations to its pods), so the
+        Deployment replaces its pods the way an update does: new ones first,
+        the old ones once the new answer.
+        """
+        await self.start()
+        live = self._live(name)
+        if live is None:
+            raise NotFound(f"No service named {name!r} is deployed; deploy it first.")
+        stamp = {RESTARTED_AT: datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        try:
+            if live["kind"] == INFERENCESERVICE.kind:
+                main = await self._patch(INFERENCESERVICE, name, {"spec": {"predictor": {"annotations": stamp}}})
+                objects = [main]
+            else:
+                main = await self._patch(DEPLOYMENT, name, {"spec": {"template": {"metadata": {"annotations": stamp}}}})
+                objects = [main] + [obj for kind in (SERVICE, HPA) if (obj := await self._get_quietly(kind, name))]
+        except ApiError as e:
+            raise _refused(e, live["kind"], name) from None
+        self.reflectors[main["kind"]].upsert(main)
+        return self._details(None, main, objects)
+
+    async def _get_quietly(self, kind: Kind, name: str) -> dict | None:
+        try:
+            return await self.client.get(kind, self.namespace, name)
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+
     async def _patch(self, kind: Kind, name: str, patch: dict) -> dict:
         return await self.client.request("PATCH", path_for(kind, self.namespace, name), body=patch, content_type=MERGE_PATCH)
 
@@ -361,7 +413,8 @@ class KubernetesServing(KubeSettings, ServingBackend):
     async def delete(self, name: str) -> bool:
         await self.start()
         kinds = [HPA, SERVICE, DEPLOYMENT] + ([INFERENCESERVICE] if self.kserve_available else [])
-        found = False
+        # Seen by the watch: it was there, even if a delete's answer got lost and its repeat found it gone.
+        found = self._live(name) is not None
         try:
             for kind in kinds:
                 found = await self._delete_quietly(kind, name) or found

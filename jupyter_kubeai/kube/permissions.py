@@ -21,6 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+RBAC_FILE = "deploy/rbac.yaml"
+#: The optional, read-only grants of what only the doctor reads.
+RBAC_DOCTOR_FILE = "deploy/rbac-doctor.yaml"
+
 
 @dataclass(frozen=True)
 class Permission:
@@ -32,6 +36,7 @@ class Permission:
     used_by: str  # who calls it: spawner, jobs, serving, doctor
     cluster: bool = False  # cluster-scoped (a ClusterRole), else in the hub's namespace
     namespace: str = ""  # a fixed other namespace (KServe's config map), else the hub's
+    names: tuple[str, ...] = ()  # granted on these objects only (RBAC ``resourceNames``)
 
     @property
     def plural(self) -> str:
@@ -46,8 +51,14 @@ class Permission:
         """``pods/log``, ``pytorchjobs.kubeflow.org``: as ``kubectl auth can-i`` names it."""
         return f"{self.plural}.{self.group}" + (f"/{self.subresource}" if self.subresource else "") if self.group else self.resource
 
+    @property
+    def file(self) -> str:
+        """The manifest in ``deploy/`` that grants it: what only the doctor reads is apart."""
+        return RBAC_DOCTOR_FILE if self.used_by == "doctor" else RBAC_FILE
 
-_TRAINING_VERBS = ("create", "delete", "list", "watch")
+
+# "get": a create whose answer was lost is repeated, and its "already exists" checked to be ours.
+_TRAINING_VERBS = ("create", "delete", "get", "list", "watch")
 
 NEEDED: tuple[Permission, ...] = (
     # KubeSpawner: the notebook pods (created, watched by its reflector, deleted), their events and
@@ -62,24 +73,26 @@ NEEDED: tuple[Permission, ...] = (
     Permission("kubeflow.org", "tfjobs", _TRAINING_VERBS, "jobs"),
     Permission("kubeflow.org", "mpijobs", _TRAINING_VERBS, "jobs"),
     Permission("trainer.kubeflow.org", "trainjobs", _TRAINING_VERBS, "jobs"),
-    Permission("trainer.kubeflow.org", "trainingruntimes", ("create", "get", "update"), "jobs"),
+    # One server-side apply per submission (creates it, or changes only what we own).
+    Permission("trainer.kubeflow.org", "trainingruntimes", ("patch",), "jobs"),
     Permission("batch", "jobs", _TRAINING_VERBS, "jobs"),
     # Inference services: an InferenceService with KServe, else Deployment + Service (+ HPA).
-    Permission("serving.kserve.io", "inferenceservices", ("create", "delete", "list", "patch", "watch"), "serving"),
-    Permission("apps", "deployments", ("create", "delete", "list", "patch", "watch"), "serving"),
-    Permission("", "services", ("create", "delete", "patch"), "serving"),
-    Permission("autoscaling", "horizontalpodautoscalers", ("create", "delete", "patch"), "serving"),
+    Permission("serving.kserve.io", "inferenceservices", ("create", "delete", "get", "list", "patch", "watch"), "serving"),
+    Permission("apps", "deployments", ("create", "delete", "get", "list", "patch", "watch"), "serving"),
+    Permission("", "services", ("create", "delete", "get", "patch"), "serving"),
+    Permission("autoscaling", "horizontalpodautoscalers", ("create", "delete", "get", "patch"), "serving"),
 )
 
 #: Where KServe keeps its settings (the doctor reads the default deployment mode there).
 KSERVE_NAMESPACE = "kserve"
+KSERVE_CONFIG = "inferenceservice-config"
 
 DOCTOR: tuple[Permission, ...] = (
     Permission("", "nodes", ("list",), "doctor", cluster=True),
     Permission("scheduling.volcano.sh", "queues", ("list",), "doctor", cluster=True),
     Permission("kueue.x-k8s.io", "localqueues", ("list",), "doctor"),
     Permission("kueue.x-k8s.io", "clusterqueues", ("list",), "doctor", cluster=True),
-    Permission("", "configmaps", ("get",), "doctor", namespace=KSERVE_NAMESPACE),
+    Permission("", "configmaps", ("get",), "doctor", namespace=KSERVE_NAMESPACE, names=(KSERVE_CONFIG,)),
     # Why the share PVC does not bind: the StorageClass it names.
     Permission("storage.k8s.io", "storageclasses", ("get",), "doctor", cluster=True),
 )
@@ -90,4 +103,5 @@ SELF_REVIEW = Permission("authorization.k8s.io", "selfsubjectaccessreviews", ("c
 
 def rules(permissions: tuple[Permission, ...] = NEEDED) -> list[dict]:
     """The permissions as RBAC ``rules`` (one per resource), for a Role or ClusterRole."""
-    return [{"apiGroups": [p.group], "resources": [p.resource], "verbs": list(p.verbs)} for p in permissions]
+    return [{"apiGroups": [p.group], "resources": [p.resource], **({"resourceNames": list(p.names)} if p.names else {}),
+             "verbs": list(p.verbs)} for p in permissions]

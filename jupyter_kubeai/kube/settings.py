@@ -12,9 +12,10 @@ The pure builders take the :class:`~.objects.StorageConfig` and
 
 from __future__ import annotations
 
-from traitlets import Bool, Dict, List, Unicode
+from traitlets import Bool, Dict, Float, Int, List, Unicode
 from traitlets.config import Configurable
 
+from .client import KubeClient
 from .objects import GPUScheduling, StorageConfig
 
 
@@ -106,3 +107,38 @@ class KubeSettings(Configurable):
             tolerations=tuple(self.gpu_tolerations),
             node_selector=tuple(sorted(self.gpu_node_selector.items())),
         )
+
+
+class ApiSettings(Configurable):
+    """How the backends talk to the API server when it is slow or failing (one place for both).
+
+    Configured per backend (``c.KubernetesBackend.api_retries``) or for both
+    (``c.ApiSettings.api_retries``); the spawner keeps KubeSpawner's own
+    ``k8s_api_request_timeout``.
+    """
+
+    api_request_timeout = Float(
+        30,
+        config=True,
+        help="""Seconds one API request may take before it counts as lost (a watch lasts
+        ``watch_timeout`` instead). A lost request safe to repeat is repeated
+        (``api_retries``); a lost create is repeated by name, and "already exists"
+        then means it was made (when the object is ours).""",
+    )
+    api_retries = Int(
+        3,
+        config=True,
+        help="""How many times a request safe to repeat (reads, deletes, patches, creates by name)
+        is repeated after a 429 or 5xx answer, a timeout or a dropped connection, before the
+        user sees "the cluster did not answer". ``0``: never.""",
+    )
+    api_retry_backoff = Float(
+        0.25,
+        config=True,
+        help="""Seconds before the first repeat; each next one waits twice as long, at most 4 s.""",
+    )
+
+    async def connect_api(self) -> KubeClient:
+        """A client with these settings (in-cluster configuration, else the kubeconfig)."""
+        return await KubeClient.connect(self.api_request_timeout, retries=self.api_retries,
+                                        backoff=(self.api_retry_backoff, max(4.0, self.api_retry_backoff)))

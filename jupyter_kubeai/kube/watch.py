@@ -181,15 +181,26 @@ class Reflector:
     async def _run(self) -> None:
         delay = self.backoff[0]
         rv = None
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 if rv is None:
                     rv = await self._list()
+                started, since = loop.time(), rv
                 rv = await self._watch(rv)
-                delay = self.backoff[0]
+                if rv == since and loop.time() - started < min(1.0, self.timeout_seconds):
+                    # Closed at once with nothing in it (a proxy or a restarting API server
+                    # dropping watches): resume, but not in a tight loop.
+                    log.info("The watch of %s ended at once; resuming in %.1fs.", self.kind.plural, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.backoff[1])
+                else:
+                    delay = self.backoff[0]
             except asyncio.CancelledError:
                 raise
             except Expired:
+                # The history we would resume from is gone: what changed meanwhile (deletions
+                # included) is only in a fresh list, whose resourceVersion the next watch starts at.
                 log.info("The watch of %s expired; listing again.", self.kind.plural)
                 rv = None
             except Exception as e:  # the API is away or failing: retry, slower each time
