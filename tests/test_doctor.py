@@ -30,8 +30,9 @@ TRAINING = {
     "trainer.kubeflow.org/v1alpha1/trainingruntimes": "TrainingRuntime",
 }
 VOLCANO = {"scheduling.volcano.sh/v1beta1/podgroups": "PodGroup", "scheduling.volcano.sh/v1beta1/queues": "Queue"}
-KUEUE = {"kueue.x-k8s.io/v1beta1/localqueues": "LocalQueue", "kueue.x-k8s.io/v1beta1/clusterqueues": "ClusterQueue"}
-KUEUE_LOCAL = "kueue.x-k8s.io/v1beta1/localqueues"
+KUEUE = {"kueue.x-k8s.io/v1beta2/localqueues": "LocalQueue", "kueue.x-k8s.io/v1beta2/clusterqueues": "ClusterQueue"}
+KUEUE_LOCAL = "kueue.x-k8s.io/v1beta2/localqueues"
+DEPLOY = Path(__file__).parent.parent / "deploy"
 ISVCS = "serving.kserve.io/v1beta1/inferenceservices"
 
 
@@ -213,10 +214,29 @@ async def test_a_review_for_another_namespace_is_asked_there(kube):
     found = by_name(await doctor())
     assert found["rbac", "configmaps"].status == "warn"
     assert "in namespace kserve" in found["rbac", "configmaps"].fix
+    assert "(inferenceservice-config only) in namespace kserve: see deploy/rbac-doctor.yaml" in found["rbac", "configmaps"].fix
     reviews = [c.body["spec"]["resourceAttributes"] for c in kube.calls if c.resource == "selfsubjectaccessreviews"]
-    assert {"verb": "get", "group": "", "resource": "configmaps", "namespace": "kserve"} in reviews
+    # Granted on that ConfigMap only (resourceNames): the review must name it.
+    assert {"verb": "get", "group": "", "resource": "configmaps", "namespace": "kserve",
+            "name": "inferenceservice-config"} in reviews
     assert {"verb": "list", "group": "", "resource": "nodes"} in reviews  # cluster-scoped: no namespace
     assert {"verb": "get", "group": "", "resource": "pods", "subresource": "log", "namespace": NS} in reviews
+
+
+async def test_the_deploy_rbac_files_make_every_review_allowed(kube):
+    """Reviews answered by the rules of deploy/rbac.yaml and deploy/rbac-doctor.yaml, as the real
+    authorizer does (resourceNames included): every line allowed, nothing optional missing."""
+    objects = [doc for path in ("rbac.yaml", "rbac-doctor.yaml") for doc in yaml.safe_load_all((DEPLOY / path).read_text()) if doc]
+    kube.authorize(objects)
+    checks = [c for c in await doctor(namespace="jupyterhub") if c.area == "rbac"]
+    assert checks and {(c.name, c.status) for c in checks if c.status != "ok"} == set()
+    # Without the doctor's file, its lines warn and say which file grants them.
+    kube.authorize(o for o in objects if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "doctor")
+    found = by_name(await doctor(namespace="jupyterhub"))
+    for permission in DOCTOR:
+        check = found["rbac", permission.label]
+        assert check.status == "warn" and check.fix.endswith("see deploy/rbac-doctor.yaml."), check
+    assert found["rbac", "pods"].status == "ok"
 
 
 async def test_forbidden_reads_are_unknown_not_errors(kube):
@@ -227,6 +247,11 @@ async def test_forbidden_reads_are_unknown_not_errors(kube):
     assert found["gpu", "GPU nodes"].found == "unknown: not allowed to read nodes (403)"
     assert "list nodes cluster-wide" in found["gpu", "GPU nodes"].fix
     assert found["storage", "share PVC kubeai-share"].found == "unknown: not allowed to read PVC kubeai-share (403)"
+    assert "deploy/rbac-doctor.yaml" in found["gpu", "GPU nodes"].fix
+    kube.fail("get", "configmaps", status=403)
+    kube.serve_kind(ISVCS, "InferenceService")
+    mode = by_name(await doctor())["serving", "KServe mode"]
+    assert "apply deploy/rbac-doctor.yaml" in mode.fix and "deploy/rbac.yaml" not in mode.fix
 
 
 async def test_an_old_api_version_is_named(kube):
@@ -264,18 +289,28 @@ async def test_volcano_queues_missing_or_closed(kube):
     assert found["scheduling", "queue nlp"].status == "fail" and "vcctl queue operate --name nlp" in found["scheduling", "queue nlp"].fix
 
 
-async def test_kueue_local_queues_and_their_cluster_queues(kube):
-    install(kube, {"kueue.x-k8s.io/v1beta1/localqueues": "LocalQueue"})
-    install(kube, {"kueue.x-k8s.io/v1beta1/clusterqueues": "ClusterQueue"}, namespaced=False)
-    kube.create("kueue.x-k8s.io/v1beta1/clusterqueues", {"metadata": {"name": "gpu-pool"}, "spec": {}})
-    kube.create("kueue.x-k8s.io/v1beta1/localqueues", {"metadata": {"name": "vision", "namespace": NS}, "spec": {"clusterQueue": "gpu-pool"}})
-    kube.create("kueue.x-k8s.io/v1beta1/localqueues", {"metadata": {"name": "nlp", "namespace": NS}, "spec": {"clusterQueue": "gone"}})
-    kube.create("kueue.x-k8s.io/v1beta1/localqueues", {"metadata": {"name": "audio", "namespace": "elsewhere"}, "spec": {"clusterQueue": "gpu-pool"}})
+@pytest.mark.parametrize("versions", [("v1beta2",), ("v1beta1", "v1beta2"), ("v1beta1",)])
+async def test_kueue_local_queues_and_their_cluster_queues(kube, versions):
+    """v1beta2 where the cluster serves it (v1beta1 is deprecated: answered with a warning), v1beta1 where
+    it is all there is; API discovery decides."""
+    for version in versions:
+        install(kube, {f"kueue.x-k8s.io/{version}/localqueues": "LocalQueue"})
+        install(kube, {f"kueue.x-k8s.io/{version}/clusterqueues": "ClusterQueue"}, namespaced=False)
+    version = versions[-1]  # the fake stores each version apart: objects where the doctor should look
+    kube.create(f"kueue.x-k8s.io/{version}/clusterqueues", {"metadata": {"name": "gpu-pool"}, "spec": {}})
+    for name, namespace, target in (("vision", NS, "gpu-pool"), ("nlp", NS, "gone"), ("audio", "elsewhere", "gpu-pool")):
+        kube.create(f"kueue.x-k8s.io/{version}/localqueues", {"metadata": {"name": name, "namespace": namespace},
+                                                               "spec": {"clusterQueue": target}})
     found = by_name(await doctor(gang_scheduler="kueue", queues=("audio", "nlp", "vision")))
-    assert found["scheduling", "Kueue"].found == "installed: kueue.x-k8s.io/v1beta1 LocalQueue, ClusterQueue"
+    assert found["scheduling", "Kueue"].found.startswith(f"installed: kueue.x-k8s.io/{version} LocalQueue, ClusterQueue")
+    assert found["scheduling", "Kueue"].status == ("ok" if version == "v1beta2" else "warn")
+    if version == "v1beta1":
+        assert "serves kueue.x-k8s.io/v1beta2" in found["scheduling", "Kueue"].fix
     assert (found["scheduling", "queue vision"].status, found["scheduling", "queue vision"].found) == ("ok", "LocalQueue -> ClusterQueue gpu-pool")
     assert found["scheduling", "queue nlp"].status == "fail" and "'gone', which does not exist" in found["scheduling", "queue nlp"].found
     assert found["scheduling", "queue audio"].found == "no LocalQueue 'audio' in namespace hub"
+    assert f"a kueue.x-k8s.io/{version} LocalQueue" in found["scheduling", "queue audio"].fix
+    assert {c.path.split("/")[3] for c in kube.find_calls("list") if c.group == "kueue.x-k8s.io"} == {version}
 
 
 @pytest.mark.parametrize("use_kserve, status", [("true", "fail"), ("auto", "warn"), ("false", "ok")])
@@ -457,7 +492,7 @@ async def test_cli_checks_a_cluster_straight_from_a_kubeconfig(kube, tmp_path, m
     share_pvc(kube)
     for name in ("default", "nlp", "vision"):
         kube.create(KUEUE_LOCAL, {"metadata": {"name": name, "namespace": NS}, "spec": {"clusterQueue": "all"}})
-    kube.create("kueue.x-k8s.io/v1beta1/clusterqueues", {"metadata": {"name": "all"}})
+    kube.create("kueue.x-k8s.io/v1beta2/clusterqueues", {"metadata": {"name": "all"}})
     code, out = await kubeai("doctor", "--kubeconfig", str(kubeconfig), "--namespace", NS, "--config", str(config), "--project", "vision")
     assert code == 0, out
     assert "0 failed" in out.splitlines()[-1]

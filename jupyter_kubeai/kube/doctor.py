@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, Configuration
@@ -36,7 +36,7 @@ from ..backends.kubernetes import FRAMEWORK_KINDS, KINDS
 from ..errors import InvalidInput
 from ..naming import slug
 from .client import ApiError, KubeClient, path_for
-from .permissions import DOCTOR, KSERVE_NAMESPACE, NEEDED, Permission
+from .permissions import DOCTOR, KSERVE_CONFIG, KSERVE_NAMESPACE, NEEDED, RBAC_FILE, Permission
 from .serving import INFERENCESERVICE
 from .training import Kind
 from .trainjob import TRAININGRUNTIME, TRAINJOB
@@ -51,10 +51,12 @@ CONFIGMAP = Kind("", "v1", "configmaps", "ConfigMap")
 STORAGECLASS = Kind("storage.k8s.io", "v1", "storageclasses", "StorageClass")
 PODGROUP = Kind("scheduling.volcano.sh", "v1beta1", "podgroups", "PodGroup")
 VOLCANO_QUEUE = Kind("scheduling.volcano.sh", "v1beta1", "queues", "Queue")
-LOCALQUEUE = Kind("kueue.x-k8s.io", "v1beta1", "localqueues", "LocalQueue")
-CLUSTERQUEUE = Kind("kueue.x-k8s.io", "v1beta1", "clusterqueues", "ClusterQueue")
+LOCALQUEUE = Kind("kueue.x-k8s.io", "v1beta2", "localqueues", "LocalQueue")
+CLUSTERQUEUE = Kind("kueue.x-k8s.io", "v1beta2", "clusterqueues", "ClusterQueue")
+#: Kueue's versions, the one to use first: v1beta1 is deprecated (the API answers it with a
+#: warning) but is all that a cluster with Kueue before v0.16 serves.
+KUEUE_VERSIONS = ("v1beta2", "v1beta1")
 SSAR = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
-KSERVE_CONFIG = "inferenceservice-config"
 
 #: What to run when a kind is missing (the releases these builders are tested against).
 INSTALL = {
@@ -67,15 +69,12 @@ INSTALL = {
     "volcano": "Install Volcano: kubectl apply -f "
                "https://raw.githubusercontent.com/volcano-sh/volcano/release-1.10/installer/volcano-development.yaml",
     "kueue": "Install Kueue: kubectl apply --server-side -f "
-             "https://github.com/kubernetes-sigs/kueue/releases/download/v0.10.1/manifests.yaml",
+             "https://github.com/kubernetes-sigs/kueue/releases/download/v0.16.0/manifests.yaml",
     "kserve": "Install KServe in raw deployment mode (no Knative): see "
               "https://kserve.github.io/website/latest/admin/kubernetes_deployment/",
     "gpu": "Install your GPU vendor's device plugin (NVIDIA: the GPU Operator, "
            "helm install gpu-operator nvidia/gpu-operator -n gpu-operator --create-namespace)",
 }
-RBAC_FILE = "deploy/rbac.yaml"
-#: The optional, read-only grants of what only the doctor reads.
-RBAC_DOCTOR_FILE = "deploy/rbac-doctor.yaml"
 
 
 @dataclass(frozen=True)
@@ -190,7 +189,7 @@ def _denied(area: str, name: str, e: ApiError, what: str, permission: Permission
     """A check the credentials could not make: unknown, with how to allow it."""
     if e.status in (401, 403):
         fix = (f"Optional: let the hub's service account {' and '.join(permission.verbs)} {permission.label}"
-               f"{' cluster-wide' if permission.cluster else ''} (apply {RBAC_DOCTOR_FILE}), to check this."
+               f"{' cluster-wide' if permission.cluster else ''} (apply {permission.file}), to check this."
                if permission else f"Give the hub's service account read access to {what} (see {RBAC_FILE}).")
         return Check(area, name, WARN, f"unknown: not allowed to read {what} ({e.status})", fix)
     return Check(area, name, WARN, f"unknown: reading {what} failed ({e.status} {e.reason}: {e.message})")
@@ -254,12 +253,18 @@ async def check_scheduling(client: KubeClient, discovery: _Discovery, settings: 
     checks = []
     used = settings.gang_scheduler
     volcano = await discovery.serves(PODGROUP) and await discovery.serves(VOLCANO_QUEUE)
-    kueue = await discovery.serves(LOCALQUEUE) and await discovery.serves(CLUSTERQUEUE)
+    kueue_version = await _kueue_version(discovery)
+    kueue = kueue_version is not None
     for name, present, api in (("volcano", volcano, "scheduling.volcano.sh/v1beta1 PodGroup, Queue"),
-                               ("kueue", kueue, "kueue.x-k8s.io/v1beta1 LocalQueue, ClusterQueue")):
+                               ("kueue", kueue, f"kueue.x-k8s.io/{kueue_version} LocalQueue, ClusterQueue")):
         label = name.capitalize()
         if present:
             note = "" if used == name else " (not used: gang_scheduler is " + used + ")"
+            if name == "kueue" and kueue_version != KUEUE_VERSIONS[0]:
+                checks.append(Check("scheduling", label, WARN, f"installed: {api}, deprecated{note}",
+                                    f"Upgrade Kueue to a release that serves kueue.x-k8s.io/{KUEUE_VERSIONS[0]}. "
+                                    f"{INSTALL['kueue']}"))
+                continue
             checks.append(Check("scheduling", label, OK, f"installed: {api}{note}"))
         elif used == name:
             checks.append(Check("scheduling", label, FAIL, f"not installed, but gang_scheduler is {name}",
@@ -269,8 +274,17 @@ async def check_scheduling(client: KubeClient, discovery: _Discovery, settings: 
     if used == "volcano" and volcano:
         checks += await _volcano_queues(client, settings)
     if used == "kueue" and kueue:
-        checks += await _kueue_queues(client, settings)
+        checks += await _kueue_queues(client, settings, kueue_version)
     return checks
+
+
+async def _kueue_version(discovery: _Discovery) -> str | None:
+    """The newest of :data:`KUEUE_VERSIONS` that serves both queue kinds (API discovery decides)."""
+    for version in KUEUE_VERSIONS:
+        if await discovery.serves(replace(LOCALQUEUE, version=version)) and \
+                await discovery.serves(replace(CLUSTERQUEUE, version=version)):
+            return version
+    return None
 
 
 async def _volcano_queues(client: KubeClient, settings: DoctorSettings) -> list[Check]:
@@ -298,15 +312,16 @@ async def _volcano_queues(client: KubeClient, settings: DoctorSettings) -> list[
     return checks
 
 
-async def _kueue_queues(client: KubeClient, settings: DoctorSettings) -> list[Check]:
+async def _kueue_queues(client: KubeClient, settings: DoctorSettings, version: str) -> list[Check]:
+    local_kind, cluster_kind = replace(LOCALQUEUE, version=version), replace(CLUSTERQUEUE, version=version)
     try:
-        listed = await client.request("GET", path_for(LOCALQUEUE, settings.namespace))
+        listed = await client.request("GET", path_for(local_kind, settings.namespace))
     except ApiError as e:
         return [_denied("scheduling", "Kueue LocalQueues", e, f"LocalQueues in {settings.namespace}", _optional("localqueues"))]
     local = {q["metadata"]["name"]: q for q in listed.get("items", [])}
     cluster: set[str] | None
     try:
-        cluster = {q["metadata"]["name"] for q in (await client.request("GET", path_for(CLUSTERQUEUE, None))).get("items", [])}
+        cluster = {q["metadata"]["name"] for q in (await client.request("GET", path_for(cluster_kind, None))).get("items", [])}
     except ApiError:
         cluster = None  # only the LocalQueues are checked then
     checks = []
@@ -314,7 +329,7 @@ async def _kueue_queues(client: KubeClient, settings: DoctorSettings) -> list[Ch
         queue = local.get(name)
         if queue is None:
             checks.append(Check("scheduling", f"queue {name}", FAIL, f"no LocalQueue {name!r} in namespace {settings.namespace}",
-                                f"Create it: a kueue.x-k8s.io/v1beta1 LocalQueue named {name!r} in namespace "
+                                f"Create it: a kueue.x-k8s.io/{version} LocalQueue named {name!r} in namespace "
                                 f"{settings.namespace}, pointing at the project's ClusterQueue; see the admin guide, \"Queues and quotas\"."))
             continue
         target = (queue.get("spec") or {}).get("clusterQueue", "")
@@ -465,16 +480,25 @@ async def check_gpus(client: KubeClient, settings: DoctorSettings) -> list[Check
 
 
 async def can_i(client: KubeClient, verb: str, permission: Permission, namespace: str) -> bool:
-    """Whether our credentials may ``verb`` the resource (a SelfSubjectAccessReview)."""
+    """Whether our credentials may ``verb`` the resource (a SelfSubjectAccessReview).
+
+    A permission granted on named objects only (``resourceNames``) is asked
+    for each name: a review without the name asks about every object of the
+    kind, which such a grant does not allow, although the real request does.
+    """
     attributes = {"verb": verb, "group": permission.group, "resource": permission.plural}
     if permission.subresource:
         attributes["subresource"] = permission.subresource
     if not permission.cluster:
         attributes["namespace"] = permission.namespace or namespace
-    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-              "spec": {"resourceAttributes": attributes}}
-    answer = await client.request("POST", SSAR, body=review)
-    return bool((answer.get("status") or {}).get("allowed"))
+
+    async def ask(name: str | None) -> bool:
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                  "spec": {"resourceAttributes": {**attributes, **({"name": name} if name else {})}}}
+        answer = await client.request("POST", SSAR, body=review)
+        return bool((answer.get("status") or {}).get("allowed"))
+
+    return all(await asyncio.gather(*(ask(name) for name in permission.names or (None,))))
 
 
 async def check_rbac(client: KubeClient, settings: DoctorSettings, parallel: int = 8) -> list[Check]:
@@ -495,10 +519,12 @@ async def check_rbac(client: KubeClient, settings: DoctorSettings, parallel: int
         denied = [v for v, ok in zip(permission.verbs, allowed) if not ok]
         where = ("cluster-wide (a ClusterRole)" if permission.cluster
                  else f"in namespace {permission.namespace or settings.namespace}")
+        if permission.names:
+            where = f"({', '.join(permission.names)} only) {where}"
         if not denied:
             checks.append(Check("rbac", permission.label, OK, f"allowed: {', '.join(permission.verbs)} {where}"))
             continue
-        grant = f"Give the hub's service account {', '.join(repr(v) for v in denied)} on {permission.label} {where}: see {RBAC_FILE}."
+        grant = f"Give the hub's service account {', '.join(repr(v) for v in denied)} on {permission.label} {where}: see {permission.file}."
         if optional:
             grant = f"Optional (only kubeai doctor reads it). {grant}"
         checks.append(Check("rbac", permission.label, WARN if optional else FAIL,
