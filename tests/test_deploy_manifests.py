@@ -185,7 +185,7 @@ def test_the_values_use_only_chart_keys_we_rely_on(values):
     assert set(values) <= {"rbac", "hub", "proxy", "singleuser", "scheduling", "prePuller", "cull", "ingress"}
     assert set(values["hub"]) <= {"image", "serviceAccount", "service", "networkPolicy", "extraEnv", "extraVolumes",
                                   "extraVolumeMounts", "extraFiles", "extraConfig", "config", "db",
-                                  "annotations", "extraContainers"}
+                                  "annotations", "labels", "extraContainers"}
     assert values["rbac"] == {"create": False}
     assert values["singleuser"]["storage"] == {"type": "none"}
 
@@ -544,3 +544,83 @@ def test_the_queue_examples_hang_together_and_match_the_backend_defaults():
     assert {o["kind"] for o in volcano} == {"Queue"}
     # A project's queue is its slug, in both (the example project "vision").
     assert "vision" in local_queues and "vision" in {o["metadata"]["name"] for o in volcano}
+
+
+# --------------------------------------------------------------------------
+# Who reaches the model servers (deploy/networkpolicy-serving.yaml)
+# --------------------------------------------------------------------------
+
+def selects(selector: dict, labels: dict) -> bool:
+    """A Kubernetes label selector (matchLabels and matchExpressions) against a pod's labels."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
+        if not {"In": lambda: labels.get(key) in values, "NotIn": lambda: labels.get(key) not in values,
+                "Exists": lambda: key in labels, "DoesNotExist": lambda: key not in labels}[operator]():
+            return False
+    return True
+
+
+def reaches(policies: list[dict], source: dict, target: dict, port: int) -> bool:
+    """Whether a pod with ``source`` labels may open ``port`` on a pod with ``target`` labels (same namespace)."""
+    applying = [p for p in policies if selects(p["spec"]["podSelector"], target) and "Ingress" in p["spec"]["policyTypes"]]
+    if not applying:
+        return True  # no policy isolates the target
+    return any(
+        any("podSelector" in peer and selects(peer["podSelector"], source) for peer in rule.get("from", []))
+        and any(p.get("port") == port for p in rule.get("ports", [{"port": port}]))
+        for policy in applying for rule in policy["spec"].get("ingress", [])
+    )
+
+
+def serving_pod_labels(project: str | None, kserve: bool) -> dict:
+    from test_kube_serving import deployment, placement
+
+    from jupyter_kubeai.kube.serving import make_serving_objects
+
+    main = make_serving_objects(deployment(project=project), placement(), kserve=kserve)[0]
+    return main["spec"]["predictor"]["labels"] if kserve else main["spec"]["template"]["metadata"]["labels"]
+
+
+def job_pod_labels(project: str | None, framework: str = "pytorch") -> list[dict]:
+    from test_training_objects import job
+
+    from jupyter_kubeai.kube.training import Placement, make_training_job
+
+    obj = make_training_job(job(framework, workers=2, project=project, owner_groups=(project,) if project else ()), Placement())
+    spec = obj["spec"]
+    for key in ("pytorchReplicaSpecs", "tfReplicaSpecs", "mpiReplicaSpecs"):
+        if key in spec:
+            return [replica["template"]["metadata"]["labels"] for replica in spec[key].values()]
+    return [spec["template"]["metadata"]["labels"]]
+
+
+#: What KubeSpawner (and the chart) label a user's notebook pod with.
+LAB_POD = {"app": "jupyterhub", "component": "singleuser-server", "hub.jupyter.org/username": "alice",
+           "hub.jupyter.org/network-access-hub": "true"}
+
+
+@pytest.mark.parametrize("kserve", [True, False], ids=["kserve", "deployment"])
+def test_only_the_hub_and_the_projects_own_jobs_reach_model_servers(values, kserve):
+    from jupyter_kubeai.kube.serving import PORT
+
+    policies = docs(DEPLOY / "networkpolicy-serving.yaml")
+    assert {p["kind"] for p in policies} == {"NetworkPolicy"}
+    hub = values["hub"]["labels"]
+    vision, personal = serving_pod_labels("vision", kserve), serving_pod_labels(None, kserve)
+    for target in (vision, personal):
+        assert reaches(policies, hub, target, PORT)  # the hub forwards every allowed request
+        assert not reaches(policies, hub, target, PORT + 1)  # and only to the runtime's port
+        assert not reaches(policies, LAB_POD, target, PORT)  # notebooks go through the hub
+    for pod in job_pod_labels("vision") + job_pod_labels("vision", "tensorflow"):
+        assert reaches(policies, pod, vision, PORT)
+        assert not reaches(policies, pod, personal, PORT)
+    other = serving_pod_labels("nlp", kserve)
+    for pod in job_pod_labels("nlp") + job_pod_labels(None):
+        assert not reaches(policies, pod, vision, PORT)  # another project's jobs, personal jobs
+    for pod in job_pod_labels("vision"):
+        assert not reaches(policies, pod, other, PORT)
+    # The policies isolate model servers only: job pods, notebooks and the hub are not selected.
+    for pod in [hub, LAB_POD, *job_pod_labels("vision")]:
+        assert not any(selects(p["spec"]["podSelector"], pod) for p in policies)
