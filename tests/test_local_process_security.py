@@ -219,3 +219,28 @@ async def test_a_model_server_sees_none_of_the_services_secrets(tmp_path, monkey
         await serving.stop()
     assert not set(SECRETS) & set(env), sorted(env)
     assert env["ENV_OUT"] == str(out) and env["PATH"]
+
+
+def test_links_and_fifos_in_a_job_folder_are_never_written_through(tmp_path):
+    """The job's folder is its owner's: a link there must not make the service write someone else's file."""
+    from jupyter_kubeai.errors import InvalidInput
+
+    victim = tmp_path / "someone-elses-file"
+    victim.write_text("precious")
+    runner = LocalJobRunner(tmp_path / "service-state")
+    job = tmp_path / "job-links"
+    (job / "logs").mkdir(parents=True)
+    (job / "state.json").symlink_to(victim)
+    (job / ".state.json.tmp").symlink_to(victim)
+    (job / "logs" / "main.log").symlink_to(victim)
+    runner.start(job, [sys.executable, "-c", "print('output')"])
+    status = runner.wait(job)
+    assert victim.read_text() == "precious"
+    assert status.state == "Failed" and "cannot be written" in status.reason  # its log was a link
+    assert not (job / "state.json").is_symlink()
+
+    fifo_job = tmp_path / "job-fifo"
+    fifo_job.mkdir()
+    os.mkfifo(fifo_job / "supervisor.log")  # opening it for writing would block forever
+    with pytest.raises(InvalidInput, match="cannot be written"):
+        runner.start(fifo_job, [sys.executable, "-c", "print('output')"])

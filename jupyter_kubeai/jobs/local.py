@@ -29,11 +29,12 @@ import time
 from pathlib import Path
 
 from .. import safefiles
+from ..errors import InvalidInput
 from ..local.environment import DEFAULT_ENV_ALLOWLIST, user_code_env
 from ..local.processes import ProcessIdentity, alive, identify, read_record, signal_group, write_record
 from .logfiles import LogText, read_log
 from .status import JobStatus
-from .supervise import CANCEL_FILE, LOG_DIR, MAIN_LOG, STATE_FILE, tail
+from .supervise import CANCEL_FILE, LOG_DIR, MAIN_LOG, STATE_FILE, open_own, tail, write_state
 
 #: A job folder's ``state.json`` bigger than this is not the supervisor's.
 MAX_STATE_BYTES = 64 * 1024
@@ -157,8 +158,13 @@ class LocalJobRunner:
         """Start ``command`` in ``job_dir`` under a detached supervisor, recorded with ``reservation``."""
         job_dir.mkdir(parents=True, exist_ok=True)
         started = time.time()
-        (job_dir / STATE_FILE).write_text(json.dumps({"state": "Pending", "started": started}))
-        with open(job_dir / "supervisor.log", "ab") as out:
+        try:
+            write_state(job_dir, state="Pending", started=started)
+            out = os.fdopen(open_own(job_dir / "supervisor.log", append=True), "ab")
+        except OSError as e:
+            raise InvalidInput(f"The job folder {job_dir} cannot be written to (is supervisor.log a link, "
+                               f"a FIFO or a folder?): {e.strerror or e}") from None
+        with out:
             supervisor = subprocess.Popen(
                 [sys.executable, "-m", "jupyter_kubeai.jobs.supervise", "--job-dir", os.path.abspath(job_dir),
                  "--", *command],
@@ -185,6 +191,7 @@ class LocalJobRunner:
         self._records[self._key(job_dir)] = record
 
     def status(self, job_dir: Path) -> JobStatus:
+        self._reap()  # a supervisor that ended is reaped at the next look, not left a zombie
         state = read_job_state(job_dir)
         if state is None:
             if self.record(job_dir) is None:

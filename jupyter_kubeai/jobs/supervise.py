@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -33,9 +34,33 @@ TAIL_LINES = 20
 GRACE_SECONDS = 10
 
 
+def open_own(path: Path, *, append: bool = False) -> int:
+    """A descriptor for writing the job folder's file ``path``, never through a link, never a FIFO.
+
+    The folder is the job owner's: its code may have put a link there (into
+    someone else's files) or a FIFO (a writer's open would block forever).
+    A new file replaces whatever is there; ``append`` keeps a regular file.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if append:
+        fd = os.open(path, flags | os.O_APPEND, 0o644)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(f"{path} is not a regular file")
+    else:
+        try:
+            os.unlink(path)  # a link or FIFO goes, not what it points to
+        except FileNotFoundError:
+            pass
+        fd = os.open(path, flags | os.O_EXCL, 0o644)
+    os.set_blocking(fd, True)
+    return fd
+
+
 def write_state(job_dir: Path, **state) -> None:
     tmp = job_dir / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state))
+    with os.fdopen(open_own(tmp), "w") as f:
+        f.write(json.dumps(state))
     os.replace(tmp, job_dir / STATE_FILE)  # readers never see half a file
 
 
@@ -93,7 +118,13 @@ def main(argv=None) -> int:
                     reason="Cancelled by its owner before it started.")
         return 0
 
-    with open(log_path, "ab", buffering=0) as log:
+    try:
+        log = os.fdopen(open_own(log_path, append=True), "ab", buffering=0)
+    except OSError as e:
+        write_state(job_dir, state="Failed", exit_code=None, started=started, finished=time.time(),
+                    reason=f"The job's log {LOG_DIR}/{MAIN_LOG} cannot be written (a link or not a file?): {e}")
+        return 1
+    with log:
         try:
             child = subprocess.Popen(command, cwd=job_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as e:
