@@ -48,3 +48,16 @@ async def test_a_forced_format_that_does_not_match_is_a_400_saying_what_was_foun
     assert not (share / "models/user-alice/clf").exists()
     code, answer = await register(url, {"name": "clf", "path": path, "format": "sklearn"})
     assert code == 201 and answer["version"]["format"] == "sklearn"
+
+
+@pytest.mark.parametrize("body", [
+    {"name": "clf", "path": "outputs/model.joblib\u0000.txt"},
+    {"name": "clf", "path": "outputs\u0000"},
+    {"name": "clf", "path": "outputs", "format": "sklearn\u0000"},
+    {"name": "clf\u0000", "path": "outputs"},
+])
+async def test_a_nul_byte_in_a_registration_is_a_400(api, body):
+    url, share = api
+    code, answer = await register(url, body)
+    assert code == 400 and answer["message"], answer
+    assert not (share / "models").exists() or not any((share / "models").rglob("model.joblib"))
