@@ -158,3 +158,38 @@ async def test_a_burst_of_submissions_is_capped(tmp_path, backends):
     assert sum(1 for r in results if isinstance(r, dict)) == 4
     assert all(isinstance(r, Conflict) for r in results if not isinstance(r, dict))
     assert len(backend.runner.running()) == 4
+
+
+async def test_a_submission_that_does_not_fit_is_a_409_through_the_api(hub, serve, service, tmp_path):
+    import json
+
+    import nbformat
+    from serviceapp import PREFIX, call, make_service
+    from traitlets.config import Config
+
+    from jupyter_kubeai.jobs.submission import new_job_id, prepare_job_folder
+
+    share = tmp_path / "share"
+    config = Config({"LocalBackend": {"share_root": str(share), "local_gpus": 0, "local_cpus": 0.5,
+                                      "local_memory": "64Gi", "state_dir": str(tmp_path / "jobs")},
+                     "KubeAIService": {"share_root": str(share)}})
+    app = make_service(tmp_path, config=config)
+    url = serve(app.make_app()) + PREFIX
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time\ntime.sleep(600)")])
+
+    async def submit(user):
+        job_id = new_job_id("train")
+        prepare_job_folder(share / "users" / user, job_id, notebook, {}, "train.ipynb")
+        return await call(url + "api/jobs", f"{user}-token", method="POST", body=json.dumps(
+            {"job_id": job_id, "name": "train", "framework": "single", "notebook": "train.ipynb"}))
+
+    code, first = await submit("alice")  # the default size asks for 500m: the whole machine here
+    assert code == 201, first
+    try:
+        code, refused = await submit("bob")
+        assert code == 409 and refused["reason"] == "conflict", refused
+        assert f"alice's {first['job_id']} (0.5 CPU" in refused["message"], refused
+        code, jobs = await call(url + "api/jobs", "bob-token")
+        assert jobs["jobs"] == []  # a refused submission leaves no record
+    finally:
+        await call(url + f"api/jobs/{first['job_id']}/cancel", "alice-token", method="POST", body="{}")
