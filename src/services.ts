@@ -449,6 +449,7 @@ export class ServiceDetail extends Widget {
     endpoint.appendChild(this.endpointBody);
 
     const tryIt = section(trans.__('Try it'), 'try');
+    this.tryNode = tryIt;
     this.tryInput = el('textarea', { className: 'jp-mod-styled jp-KubeAI-try-input', field: 'try-request' });
     this.tryInput.rows = 6;
     this.tryInput.spellcheck = false;
@@ -510,6 +511,7 @@ export class ServiceDetail extends Widget {
     this.header.querySelector('[data-kubeai-field="reason"]')?.remove();
     this.showMessage(trans.__('This service no longer exists (it was deleted); its endpoint answers no more.'));
     this.actions.hidden = true;
+    this.tryNode.hidden = true; // nothing answers any more
     this.options.onChanged();
   }
 
@@ -850,6 +852,7 @@ export class ServiceDetail extends Widget {
   private changeGroups: HTMLElement[] = [];
   private history!: HistorySection;
   private endpointBody!: HTMLElement;
+  private tryNode!: HTMLElement;
   private tryInput!: HTMLTextAreaElement;
   private tryStatus!: HTMLElement;
   private tryOutput!: HTMLElement;

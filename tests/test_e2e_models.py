@@ -20,6 +20,7 @@ import math
 import time
 
 import pytest
+import requests
 
 from processes import REPO, processes_under
 
@@ -238,6 +239,28 @@ def test_alice_registers_deploys_and_tries_a_model_from_a_job(hub):
         expect(ui.version_row(exported, 1).locator('[data-kubeai-field="format"]')).to_have_text("sklearn", timeout=30_000)
         expect(ui.version_row(exported, 1).locator('[data-kubeai-field="lineage-source"]')).to_have_text("exported")
         expect(ui.model_row("exported")).to_be_visible(timeout=30_000)
+
+        # A service deleted elsewhere (as the CLI would): its open detail says Deleted and the
+        # list drops it, within one refresh. Its history says who did what.
+        api = f"{hub.url}/services/kubeai/api"
+        auth = {"Authorization": f"token {hub.token('alice')}"}
+        exported_id = int(ui.model_detail("exported").get_attribute("data-kubeai-model-id"))
+        r = requests.post(f"{api}/services", json={"name": "other", "model_id": exported_id, "version": 1},
+                          headers=auth, timeout=120)
+        assert r.status_code in (200, 201), r.text
+        open_kubeai_panel(page).locator('[data-kubeai-action="refresh-services"]').click()
+        ui.service_row("other").click()
+        other = ui.service_detail("other")
+        expect(other).to_have_attribute("data-kubeai-state", "Ready", timeout=60_000)
+        history = other.locator('[data-kubeai-section="history"]')
+        expect(history.locator('[data-kubeai-action="created"]')).to_contain_text("alice", timeout=30_000)
+        assert requests.delete(f"{api}/services/other", headers=auth, timeout=60).status_code == 204
+        other.locator('[data-kubeai-action="refresh-service"]').click()
+        expect(other).to_have_attribute("data-kubeai-state", "Deleted", timeout=30_000)
+        expect(other.locator('[data-kubeai-field="state"]')).to_have_text("Deleted")
+        expect(other.locator('[data-kubeai-action="update"]')).to_be_hidden()
+        expect(ui.service_row("other")).to_have_count(0, timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "e2e-services-deleted-elsewhere.png"))
 
         # Deleting the service (after a confirmation) stops its model server.
         assert serving_processes(hub), "no model server process while the service is Ready"
