@@ -334,3 +334,88 @@ async def test_servers_are_per_test(kube: FakeKube):
     assert kube.calls == [] and not kube.store.log
     async with core_api() as v1:
         assert (await v1.list_namespaced_pod(NAMESPACE)).items == []
+
+
+# --- faults, apply, defaulting, reviews by RBAC (tests/test_kube_faults.py relies on them) ------------
+
+async def test_server_side_apply_creates_merges_and_needs_a_field_manager(kube: FakeKube):
+    async with core_api() as api:
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}}
+        with pytest.raises(ApiException) as e:
+            await api.patch_namespaced_config_map("c", NAMESPACE, body, _content_type="application/apply-patch+yaml")
+        assert e.value.status == 422
+        await api.patch_namespaced_config_map("c", NAMESPACE, body, field_manager="t",
+                                              _content_type="application/apply-patch+yaml")
+        kube.patch("configmaps", NAMESPACE, "c", {"data": {"b": "2"}})  # someone else's field
+        applied = await api.patch_namespaced_config_map("c", NAMESPACE, {**body, "data": {"a": "3"}}, field_manager="t",
+                                                        _content_type="application/apply-patch+yaml")
+        assert applied.data == {"a": "3", "b": "2"}
+
+
+async def test_defaults_are_filled_and_a_write_that_changes_nothing_is_no_write(kube: FakeKube):
+    kube.default("configmaps", lambda obj: obj.setdefault("data", {}).setdefault("filled", "yes"))
+    created = kube.create("configmaps", {"metadata": {"name": "c"}, "data": {"a": "1"}}, NAMESPACE)
+    assert created["data"] == {"a": "1", "filled": "yes"}
+    same = kube.patch("configmaps", NAMESPACE, "c", {"data": {"a": "1"}})
+    assert same["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+    assert [kind for kind, _ in kube.history("configmaps", NAMESPACE, "c")] == ["ADDED"]
+
+
+async def test_injected_faults(kube: FakeKube):
+    async with core_api() as api:
+        kube.fail("list", "pods", status=503, times=1)
+        with pytest.raises(ApiException) as e:
+            await api.list_namespaced_pod(NAMESPACE)
+        assert e.value.status == 503
+        assert (await api.list_namespaced_pod(NAMESPACE)).items == []
+        kube.drop("create", "pods", times=1)
+        with pytest.raises(Exception):  # the connection closes: no answer at all
+            await api.create_namespaced_pod(NAMESPACE, pod_manifest("dropped"))
+        assert kube.get("pods", NAMESPACE, "dropped") is not None  # but it was made
+        assert kube.find_calls("create", "pods")[-1].status == 0
+        kube.hang("create", "pods", 5, times=1)
+        with pytest.raises(asyncio.TimeoutError):
+            await api.create_namespaced_pod(NAMESPACE, pod_manifest("late"), _request_timeout=0.3)
+        assert kube.get("pods", NAMESPACE, "late") is None  # not served
+
+
+async def test_watches_can_be_dropped(kube: FakeKube):
+    from jupyter_kubeai.kube.client import KubeClient
+
+    api = await KubeClient.connect()
+    try:
+        query = {"watch": "true", "timeoutSeconds": "30"}
+        task = asyncio.ensure_future(asyncio.gather(*(
+            _lines(api.stream(f"/api/v1/namespaces/{NAMESPACE}/pods", query=query)) for _ in range(2))))
+        await asyncio.sleep(0.3)
+        kube.drop_watches()
+        assert await asyncio.wait_for(task, 5) == [[], []]  # both streams ended, with nothing in them
+    finally:
+        await api.close()
+
+
+async def _lines(stream) -> list[bytes]:
+    return [line async for line in stream if line.strip()]
+
+
+async def test_reviews_answered_by_rbac_rules(kube: FakeKube):
+    kube.authorize([
+        {"kind": "Role", "metadata": {"name": "r", "namespace": "kserve"},
+         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["cfg"], "verbs": ["get"]}]},
+        {"kind": "ClusterRole", "metadata": {"name": "c"},
+         "rules": [{"apiGroups": [""], "resources": ["nodes", "pods/log"], "verbs": ["list", "get"]}]},
+    ])
+    async with core_api() as api:
+        auth = client.AuthorizationV1Api(api.api_client)
+
+        async def can(**attributes):
+            review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                      "spec": {"resourceAttributes": attributes}}
+            return (await auth.create_self_subject_access_review(review)).status.allowed
+
+        assert await can(verb="get", resource="configmaps", namespace="kserve", name="cfg")
+        assert not await can(verb="get", resource="configmaps", namespace="kserve")  # unnamed: every ConfigMap
+        assert not await can(verb="get", resource="configmaps", namespace="other", name="cfg")
+        assert await can(verb="list", resource="nodes")
+        assert await can(verb="get", resource="pods", subresource="log", namespace="x")
+        assert not await can(verb="delete", resource="nodes")
