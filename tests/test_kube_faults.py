@@ -268,3 +268,19 @@ async def test_a_refusal_is_not_retried_and_a_429_is(kube, jobs):
     kube.fail("list", "pods", status=429, times=2)
     assert (await jobs.client.request("GET", f"/api/v1/namespaces/{NS}/pods"))["items"] == []
     assert len(kube.find_calls("list", "pods")) == before + 4
+
+
+async def test_a_cancel_the_api_refuses_for_good_leaves_the_job_as_it_is(kube, jobs):
+    spec = job("pytorch")
+    rec = record(spec, await jobs.submit(spec))
+    play_operator(kube, kube.get(PYTORCHJOBS, NS, spec.job_id))
+    await until(jobs, rec, "Running")
+    kube.fail("delete", PYTORCHJOBS, status=503)
+    with pytest.raises(Unavailable, match="did not delete"):
+        await jobs.cancel(rec)
+    assert len(kube.find_calls("delete", PYTORCHJOBS)) == 1 + jobs.api_retries
+    assert (await jobs.status(rec)).state == "Running"
+    # It ends later on its own: as it ended, not "Cancelled".
+    kube.kmock.failures.clear()
+    kube.delete(PYTORCHJOBS, NS, spec.job_id)
+    assert "deleted outside jupyter_kubeai" in (await until(jobs, rec, "Failed")).reason

@@ -628,7 +628,12 @@ class KubernetesBackend(KubeSettings, ApiSettings, JobBackend):
         if kind not in KINDS:
             return False
         self._cancelled.add(name)
-        return await self._delete(kind, name)
+        try:
+            return await self._delete(kind, name)
+        except Unavailable:
+            # Not cancelled after all (the API stayed away): the job's end is what the cluster says.
+            self._cancelled.discard(name)
+            raise
 
     async def cleanup(self, record: JobRecord) -> None:
         await self.start()

@@ -5,7 +5,7 @@ Kubeflow Trainer (``trainer.kubeflow.org/v1alpha1``) splits a job in two: a
 *TrainJob* that names the runtime and says what to run (image, command,
 nodes, processes per node, resources). jupyter_kubeai keeps one namespaced
 ``TrainingRuntime`` per project (``kubeai-project-<project>``, and
-``kubeai-personal`` for personal jobs); the backend creates or updates it at
+``kubeai-personal`` for personal jobs); the backend applies it (server-side apply) at
 each submission (:func:`make_training_runtime`).
 
 The design problem, and the decision
