@@ -256,7 +256,7 @@ async def test_admin_page_shows_errors_with_what_was_typed(service):
     code, html, _ = await page(service, "admin/", "admin-token", "POST", form)
     assert code == 400
     # In the page's words: "size", and the form's labels (the REST API keeps its field names).
-    assert "size &#x27;big&#x27;: CPU request 2 is more than CPU limit 1" in html
+    assert "Size &#x27;big&#x27;: CPU request 2 is more than CPU limit 1" in html
     assert 'value="big"' in html  # the admin does not type it all again
     code, html, _ = await page(service, "admin/", "admin-token", "POST", {**form, "cpu_request": "1", "gpus": "two"})
     assert code == 400 and "GPUs must be a whole number" in html
@@ -326,7 +326,7 @@ async def test_adding_a_size_with_gpus_needs_no_maximum(service):
     assert code == 201 and size["max_gpus"] == 3
     # A maximum below the count is still an error, in the page's words.
     code, html, _ = await page(service, "admin/", "admin-token", "POST", {**base, "name": "bad", "max_gpus": "1"})
-    assert code == 400 and "size &#x27;bad&#x27;: Max GPUs 1 is less than GPUs 2" in html
+    assert code == 400 and "Size &#x27;bad&#x27;: Max GPUs 1 is less than GPUs 2" in html
 
 
 async def test_a_new_error_does_not_stand_beside_an_old_success(service):

@@ -39,7 +39,8 @@ _QUOTED = re.compile(r"('[^']*'|\"[^\"]*\")")
 def page_words(message: str) -> str:
     """A catalog message in the page's words; quoted parts (names, values typed) are left as they are."""
     parts = _QUOTED.split(message)
-    return "".join(part if i % 2 else _PAGE_WORD.sub(lambda m: PAGE_WORDS[m.group(1)], part) for i, part in enumerate(parts))
+    text = "".join(part if i % 2 else _PAGE_WORD.sub(lambda m: PAGE_WORDS[m.group(1)], part) for i, part in enumerate(parts))
+    return text[:1].upper() + text[1:]  # a sentence on the page (the catalog's start with the kind)
 
 
 def _split(text: str) -> list[str]:
@@ -203,7 +204,7 @@ class AdminPageHandler(BaseHandler):
             if collection not in KINDS:
                 raise InvalidInput(f"Unknown kind of entry {collection!r}.")
             kind, parse = KINDS[collection]
-            label = page_words(kind)
+            label = page_words(kind).lower()
             name = form.get("name", "").strip()
             if action == "create":
                 store.create(kind, parse(form_to_entry(collection, form)))
