@@ -9,7 +9,8 @@ running job is cancelled only after a confirmation (the first answer is
 "Load earlier", joined without gap or overlap. Resubmit opens the submit dialog prefilled from
 the job under a distinct name; an edited parameter reaches the new job's
 snapshot. The next dialog starts from her last choices. The job's outputs
-list no internal files, and its detail shows its history. The sidebar's
+list no internal files, and its detail shows its history. bob, a member of
+the job's project, sees it without Resubmit, Cancel or Delete. The sidebar's
 Connection section shows its Refresh button whole at the default width.
 Screenshots land in ``test-artifacts/``.
 """
@@ -94,10 +95,11 @@ def hub(local_hub):
 def test_submit_cancel_and_resubmit_as_a_new_user_would(hub):
     from playwright.sync_api import expect
 
-    from browser import JobsUI, chromium_page, open_kubeai_panel, start_lab
+    from browser import JobsUI, chromium, new_page, open_kubeai_panel, start_lab
 
     ARTIFACTS.mkdir(exist_ok=True)
-    with chromium_page() as page:
+    with chromium() as browser:
+        page = new_page(browser)
         start_lab(page, hub.url, "alice", hub.password)
         home = hub.state_dir / "share" / "users" / "alice"
         (home / "count.ipynb").write_text(json.dumps(notebook()))
@@ -213,3 +215,17 @@ def test_submit_cancel_and_resubmit_as_a_new_user_would(hub):
         expect(form.locator('[data-kubeai-field="name"]')).to_have_value("count")
         page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-reject").click()
         expect(form).to_have_count(0)
+
+        # bob, a member of the project, sees alice's job but none of what only she may do.
+        bob = new_page(browser)
+        start_lab(bob, hub.url, "bob", hub.password)
+        row = open_kubeai_panel(bob).locator(f'[data-kubeai-job="{again_id}"]')
+        expect(row.locator('[data-kubeai-field="owner"]')).to_have_text("by alice", timeout=60_000)
+        row.click()
+        seen = bob.locator(f'.jp-KubeAI-job-detail[data-kubeai-job="{again_id}"]')
+        expect(seen).to_have_attribute("data-kubeai-state", "Succeeded", timeout=30_000)
+        expect(seen.locator('[data-kubeai-field="owner"]')).to_have_text("alice")
+        expect(seen.locator('[data-kubeai-action="refresh-job"]')).to_be_visible()
+        for action in ("resubmit", "delete", "cancel"):
+            expect(seen.locator(f'[data-kubeai-action="{action}"]')).to_have_count(0)
+        bob.screenshot(path=str(ARTIFACTS / "browser-teammate-job.png"))
