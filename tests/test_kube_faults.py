@@ -11,7 +11,7 @@ import time
 
 import pytest
 from test_kube_backend import NS, OTHER_KINDS, PYTORCHJOBS, install, play_operator, record, until
-from test_kube_serving import DEPLOYMENTS, HPAS, ISVCS, SERVICES, deployment
+from test_kube_serving import DEPLOYMENTS, HPAS, ISVCS, NETPOLS, SERVICES, deployment
 from test_training_objects import job
 
 from jupyter_kubeai.backends.kubernetes import KubernetesBackend
@@ -219,11 +219,12 @@ async def test_a_deploy_through_5xx_and_a_lost_answer_makes_each_object_once(kub
 
 async def test_every_object_of_an_autoscaled_service_is_found_after_a_lost_answer(kube, serving):
     serving.use_kserve = False
-    for resource in (DEPLOYMENTS, SERVICES, HPAS):
+    serving.owner_namespace_template = "jupyterhub-{username}"
+    for resource in (DEPLOYMENTS, SERVICES, HPAS, NETPOLS):
         kube.drop("create", resource, times=1)
     details = await serving.deploy(deployment(replicas=1, max_replicas=3))
-    assert details["objects"] == ["Deployment/iris", "Service/iris", "HorizontalPodAutoscaler/iris"]
-    for resource in (DEPLOYMENTS, SERVICES, HPAS):
+    assert details["objects"] == ["Deployment/iris", "Service/iris", "HorizontalPodAutoscaler/iris", "NetworkPolicy/iris"]
+    for resource in (DEPLOYMENTS, SERVICES, HPAS, NETPOLS):
         assert [o["metadata"]["name"] for o in kube.list(resource, SERVING_NS)] == ["iris"]
         assert creates(kube, resource, "iris") == [0, 409]
         assert kube.find_calls("get", resource, name="iris")

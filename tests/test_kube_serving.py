@@ -572,3 +572,31 @@ async def test_restart_rolls_new_pods_of_the_same_version(kube, make_backend, ks
                       ["/spec/template/metadata/annotations/kubectl.kubernetes.io/restartedAt"]), differ
     with pytest.raises(NotFound, match="No service named 'nope'"):
         await backend.restart("nope")
+
+
+NETPOLS = "networking.k8s.io/v1/networkpolicies"
+
+
+@pytest.mark.parametrize("kserve", [True, False], ids=["kserve", "deployment"])
+async def test_the_owners_namespace_may_reach_the_service_where_configured(kube, make_backend, kserve):
+    backend = await make_backend(kserve=kserve, owner_namespace_template="jupyterhub-{username}")
+    details = await backend.deploy(deployment())
+    assert details["objects"][-1] == "NetworkPolicy/iris"
+    policy = kube.get(NETPOLS, NS, "iris")
+    validate_core(stripped(policy))
+    assert policy["spec"]["ingress"] == [{
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "jupyterhub-alice"}}}],
+        "ports": [{"port": 8080, "protocol": "TCP"}]}]
+    # It selects the service's pods, and only them.
+    run_pods(kube, kube.get(ISVCS if kserve else DEPLOYMENTS, NS, "iris"))
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    pods = kube.list("pods", NS, labels=",".join(f"{k}={v}" for k, v in selector.items()))
+    assert [p["metadata"]["name"] for p in pods] == [p["metadata"]["name"] for p in kube.list("pods", NS)] and pods
+    assert await backend.delete("iris") is True
+    assert kube.get(NETPOLS, NS, "iris") is None
+    # Not configured: no policy, and none is asked for on delete.
+    plain = await make_backend(kserve=kserve)
+    await plain.deploy(deployment(name="other"))
+    assert kube.list(NETPOLS, NS) == []
+    await plain.delete("other")
+    assert not kube.find_calls("delete", NETPOLS, name="other")

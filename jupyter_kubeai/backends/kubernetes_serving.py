@@ -40,6 +40,7 @@ from ..kube.serving import (
     KSERVE_BUILTIN,
     LABEL_SERVICE,
     LABEL_VERSION,
+    NETWORKPOLICY,
     SERVICE,
     ServingPlacement,
     autoscaled,
@@ -155,6 +156,16 @@ class KubernetesServing(KubeSettings, ApiSettings, ServingBackend):
         help="""Without KServe: the average CPU use (% of the size's request) the autoscaler of an
         autoscaled service (``max_replicas > replicas``) keeps. KServe uses its own default.""",
     )
+    owner_namespace_template = Unicode(
+        "",
+        config=True,
+        help="""Where users' notebooks run when KubeSpawner gives each user a namespace of their own
+        (``enable_user_namespaces``): its ``user_namespace_template``, with ``{username}`` the
+        owner's slug, e.g. ``"jupyterhub-{username}"``. When set, every service gets a
+        NetworkPolicy (named as the service) letting its owner's namespace reach its pods on the
+        runtime's port, beside the hub that deploy/networkpolicy-serving.yaml lets in. ``""``
+        (default): no such policy; notebooks call services through the hub.""",
+    )
     watch_timeout = Int(300, config=True, help="""Seconds a watch request lasts before it is renewed (``timeoutSeconds``).""")
     max_events = Int(5000, config=True, help="""Events kept in memory for the namespace (the oldest are dropped).""")
 
@@ -241,6 +252,7 @@ class KubernetesServing(KubeSettings, ApiSettings, ServingBackend):
             cpu_target_percent=self.autoscale_cpu_percent,
             cluster_domain=self.cluster_domain,
             url_scheme=self.url_scheme,
+            owner_namespace_template=self.owner_namespace_template,
         )
 
     # --- finding -----------------------------------------------------------------------------------
@@ -412,7 +424,8 @@ class KubernetesServing(KubeSettings, ApiSettings, ServingBackend):
 
     async def delete(self, name: str) -> bool:
         await self.start()
-        kinds = [HPA, SERVICE, DEPLOYMENT] + ([INFERENCESERVICE] if self.kserve_available else [])
+        kinds = [HPA, SERVICE, DEPLOYMENT] + ([INFERENCESERVICE] if self.kserve_available else []) \
+            + ([NETWORKPOLICY] if self.owner_namespace_template else [])
         # Seen by the watch: it was there, even if a delete's answer got lost and its repeat found it gone.
         found = self._live(name) is not None
         try:
@@ -449,7 +462,7 @@ class KubernetesServing(KubeSettings, ApiSettings, ServingBackend):
         return deployment_status(obj, pods, events, url)
 
 
-_KINDS = {kind.kind: kind for kind in (INFERENCESERVICE, DEPLOYMENT, SERVICE, HPA)}
+_KINDS = {kind.kind: kind for kind in (INFERENCESERVICE, DEPLOYMENT, SERVICE, HPA, NETWORKPOLICY)}
 
 
 def _refused(e: ApiError, kind: str, name: str) -> Exception:

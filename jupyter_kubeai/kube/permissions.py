@@ -81,6 +81,8 @@ NEEDED: tuple[Permission, ...] = (
     Permission("apps", "deployments", ("create", "delete", "get", "list", "patch", "watch"), "serving"),
     Permission("", "services", ("create", "delete", "get", "patch"), "serving"),
     Permission("autoscaling", "horizontalpodautoscalers", ("create", "delete", "get", "patch"), "serving"),
+    # With KubernetesServing.owner_namespace_template: a policy per service letting its owner's namespace in.
+    Permission("networking.k8s.io", "networkpolicies", ("create", "delete", "get"), "serving"),
 )
 
 #: Where KServe keeps its settings (the doctor reads the default deployment mode there).

@@ -54,6 +54,7 @@ INFERENCESERVICE = Kind("serving.kserve.io", "v1beta1", "inferenceservices", "In
 DEPLOYMENT = Kind("apps", "v1", "deployments", "Deployment")
 SERVICE = Kind("", "v1", "services", "Service")
 HPA = Kind("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")
+NETWORKPOLICY = Kind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_SERVICE = "kubeai.jupyter.org/service"
@@ -95,6 +96,8 @@ class ServingPlacement:
     cpu_target_percent: int = 70
     cluster_domain: str = "cluster.local"
     url_scheme: str = "http"
+    #: The namespace of a user's notebooks (``{username}``: the owner's slug); "" = no per-service policy.
+    owner_namespace_template: str = ""
 
     def __post_init__(self):
         if self.kserve_mode not in ("RawDeployment", "Standard"):
@@ -341,13 +344,37 @@ def make_autoscaler(spec: DeploymentSpec, where: ServingPlacement) -> dict | Non
     }
 
 
+def make_owner_network_policy(spec: DeploymentSpec, where: ServingPlacement) -> dict | None:
+    """With ``owner_namespace_template``: a NetworkPolicy that lets the owner's namespace (their
+    notebooks, where KubeSpawner runs each user in a namespace of their own) reach this service's
+    pods, beside the hub (deploy/networkpolicy-serving.yaml); NetworkPolicies only add what they allow."""
+    if not where.owner_namespace_template:
+        return None
+    namespace = where.owner_namespace_template.format(username=slug(spec.owner))
+    return {
+        "apiVersion": NETWORKPOLICY.api_version,
+        "kind": NETWORKPOLICY.kind,
+        "metadata": {"name": spec.name, "labels": labels(spec)},
+        "spec": {
+            "podSelector": {"matchLabels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_SERVICE: spec.name}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{
+                "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}],
+                "ports": [{"port": PORT, "protocol": "TCP"}],
+            }],
+        },
+    }
+
+
 def make_serving_objects(spec: DeploymentSpec, where: ServingPlacement, *, kserve: bool) -> list[dict]:
     """Every object of the deployment, in creation order."""
+    policy = make_owner_network_policy(spec, where)
+    extra = [policy] if policy else []
     if kserve:
-        return [make_inference_service(spec, where)]
+        return [make_inference_service(spec, where), *extra]
     objects = [make_serving_deployment(spec, where), make_serving_service(spec, where)]
     hpa = make_autoscaler(spec, where)
-    return objects + ([hpa] if hpa else [])
+    return objects + ([hpa] if hpa else []) + extra
 
 
 def service_url(name: str, where: ServingPlacement, *, kserve: bool) -> str:
