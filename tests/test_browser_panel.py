@@ -226,6 +226,9 @@ def test_submit_cancel_and_resubmit_as_a_new_user_would(hub):
         expect(seen).to_have_attribute("data-kubeai-state", "Succeeded", timeout=30_000)
         expect(seen.locator('[data-kubeai-field="owner"]')).to_have_text("alice")
         expect(seen.locator('[data-kubeai-action="refresh-job"]')).to_be_visible()
+        # Its outputs come through the hub service (the folder is in alice's home): downloads.
+        expect(seen.locator('[data-kubeai-file="result.txt"]')).to_be_visible(timeout=30_000)
+        expect(seen.locator('[data-kubeai-field="log"]')).to_contain_text("step 1", timeout=30_000)
         for action in ("resubmit", "delete", "cancel"):
             expect(seen.locator(f'[data-kubeai-action="{action}"]')).to_have_count(0)
         bob.screenshot(path=str(ARTIFACTS / "browser-teammate-job.png"))
