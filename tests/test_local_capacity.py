@@ -35,9 +35,9 @@ MACHINE = Capacity(cpus=4, memory=8 * GI, gpus=2, max_jobs_per_user=3, max_jobs_
 @pytest.mark.parametrize("running, request_, expected", [
     ([], held("new", cpu=4, memory=8 * GI, gpus=2), ""),
     ([held("a", cpu=3)], held("new", cpu=1), ""),
-    ([held("a", cpu=3)], held("new", cpu=1.5), "needs 1.5 CPU (1 of 4 free)"),
-    ([held("a", owner="bob", memory=7 * GI)], held("new", memory=2 * GI), "2 GiB of memory (1 GiB of 8 GiB free)"),
-    ([held("a", owner="bob", cpu=0.5, gpus=2, devices=(0, 1))], held("new", cpu=0.5, gpus=1), "1 GPU(s) (0 of 2 free)"),
+    ([held("a", cpu=3)], held("new", cpu=1.5), "needs 1.5 CPU, but only 1 of this machine's 4 are free"),
+    ([held("a", owner="bob", memory=7 * GI)], held("new", memory=2 * GI), "2 GiB of memory, but only 1 GiB of this machine's 8 GiB are free"),
+    ([held("a", owner="bob", cpu=0.5, gpus=2, devices=(0, 1))], held("new", cpu=0.5, gpus=1), "1 GPU(s), but only 0 of this machine's 2 are free"),
     ([held("a", owner="bob", cpu=3.5)], held("new", cpu=1), "bob's a (3.5 CPU, 1 GiB)"),
     ([held(x, cpu=0.1) for x in "abc"], held("new", cpu=0.1), "alice already runs 3 job(s)"),
     ([held(x, owner=x, project="vision", cpu=0.1) for x in "abcd"], held("new", owner="z", project="vision", cpu=0.1),
@@ -51,9 +51,9 @@ def test_check_fit(running, request_, expected):
 
 
 @pytest.mark.parametrize("request_, expected", [
-    (held("new", cpu=5), "5 CPU (this machine has 4)"),
-    (held("new", memory=9 * GI), "9 GiB of memory"),
-    (held("new", gpus=3), "3 GPU(s) (this machine has 2)"),
+    (held("new", cpu=5), "5 CPU but this machine has 4"),
+    (held("new", memory=9 * GI), "9 GiB of memory but this machine has 8 GiB"),
+    (held("new", gpus=3), "3 GPU(s) but this machine has 2"),
 ])
 def test_a_job_bigger_than_the_machine_can_never_fit(request_, expected):
     fit = check_fit(MACHINE, [], request_)
@@ -113,7 +113,7 @@ async def test_cpu_and_memory_are_reserved_while_jobs_run(tmp_path, backends):
     with pytest.raises(Conflict) as refused:
         await backend.submit(spec_for(tmp_path, "job-c", cpu_request="500m", memory_request="1Gi"))
     message = refused.value.message
-    assert "needs 0.5 CPU (0 of 1 free)" in message
+    assert "needs 0.5 CPU, but only 0 of this machine's 1 are free" in message
     assert "alice's job-a (0.5 CPU, 1 GiB)" in message and "bob's job-b (0.5 CPU, 1 GiB)" in message
     # Memory too: a small CPU request still needs its memory.
     with pytest.raises(Conflict, match="2 GiB of memory"):

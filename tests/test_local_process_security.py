@@ -244,3 +244,15 @@ def test_links_and_fifos_in_a_job_folder_are_never_written_through(tmp_path):
     os.mkfifo(fifo_job / "supervisor.log")  # opening it for writing would block forever
     with pytest.raises(InvalidInput, match="cannot be written"):
         runner.start(fifo_job, [sys.executable, "-c", "print('output')"])
+
+
+def test_a_job_cannot_declare_itself_ended_while_it_runs(tmp_path):
+    """Rewriting state.json to "Succeeded" does not end the job's accounting: its supervisor still runs."""
+    runner = LocalJobRunner(tmp_path / "service-state")
+    job = tmp_path / "job-liar"
+    runner.start(job, forging_job(tmp_path, {"state": "Succeeded", "exit_code": 0}), reservation={"cpu": 1})
+    wait_for(lambda: "forged" in runner.log(job))
+    assert runner.status(job).state == "Running"
+    assert [r["job_dir"] for r in runner.running()] == [os.path.abspath(job)]
+    assert runner.cancel(job)
+    assert runner.wait(job).state == "Cancelled"

@@ -205,7 +205,11 @@ class LocalJobRunner:
             started=_number(state.get("started")),
             finished=_number(state.get("finished")),
         )
-        if not status.active or self._supervising(job_dir):
+        if self._supervising(job_dir):
+            # The file may say it ended a moment before its supervisor exits, or because the job's code
+            # rewrote it: either way the job's processes may still run and hold what they reserved.
+            return status if status.active else JobStatus("Running", started=status.started)
+        if not status.active:
             return status
         if self.record(job_dir) is None:
             return JobStatus("Failed", reason="This service has no record of the job's supervisor (its state "
@@ -239,6 +243,7 @@ class LocalJobRunner:
         Only the supervisor this runner recorded is signalled, and only while it
         is still that process: nothing in the job folder names whom to signal.
         """
+        active = self.status(job_dir).active
         state = read_job_state(job_dir)
         asked = False
         if state is None or state.get("state") == "Pending":
@@ -252,8 +257,7 @@ class LocalJobRunner:
         # Signalled even if the state says it ended (the job's code may have written that): a live
         # supervisor means a live job. Its exit is what ends the job, not the file.
         signalled = signal_group(self.supervisor(job_dir), signal.SIGTERM, os.path.abspath(job_dir))
-        ended = state is not None and state.get("state") not in ("Pending", "Running")
-        return (signalled or asked) and not ended
+        return (signalled or asked) and active
 
     def log(self, job_dir: Path, root: Path | None = None, **read) -> LogText:
         """A bounded part of the job's main log (``read``: see :meth:`.logfiles.LogFiles.read`; default its tail).

@@ -115,14 +115,14 @@ def check_fit(capacity: Capacity, running: Sequence[Reservation], request: Reser
     """Whether ``request`` fits beside ``running`` on a machine with ``capacity``; if not, why."""
     too_big = []
     if request.cpu > capacity.cpus:
-        too_big.append(f"{_cpus(request.cpu)} (this machine has {capacity.cpus:g})")
+        too_big.append(f"{_cpus(request.cpu)} but this machine has {capacity.cpus:g}")
     if request.memory > capacity.memory:
-        too_big.append(f"{_memory(request.memory)} of memory (this machine has {_memory(capacity.memory)})")
+        too_big.append(f"{_memory(request.memory)} of memory but this machine has {_memory(capacity.memory)}")
     if request.gpus > capacity.gpus:
-        too_big.append(f"{request.gpus} GPU(s) (this machine has {capacity.gpus or 'none'})")
+        too_big.append(f"{request.gpus} GPU(s) but this machine has {capacity.gpus or 'none'}")
     if too_big:
-        return Fit(False, f"This job needs {' and '.join(too_big)}: it can never run here. Pick a smaller size "
-                   "or fewer workers.", never=True)
+        return Fit(False, f"This job needs {'; and '.join(too_big)}: it can never run here. Pick a smaller "
+                   "(or CPU) size, or fewer workers.", never=True)
 
     mine = [r for r in running if r.owner == request.owner]
     if 0 <= capacity.max_jobs_per_user <= len(mine):
@@ -139,19 +139,21 @@ def check_fit(capacity: Capacity, running: Sequence[Reservation], request: Reser
     short = []
     free_cpu = capacity.cpus - sum(r.cpu for r in running)
     if request.cpu > free_cpu + 1e-9:
-        short.append(f"{_cpus(request.cpu)} ({max(free_cpu, 0):g} of {capacity.cpus:g} free)")
+        short.append(f"{_cpus(request.cpu)}, but only {max(free_cpu, 0):g} of this machine's {capacity.cpus:g} "
+                     "are free")
     free_memory = capacity.memory - sum(r.memory for r in running)
     if request.memory > free_memory:
-        short.append(f"{_memory(request.memory)} of memory ({_memory(max(free_memory, 0))} of "
-                     f"{_memory(capacity.memory)} free)")
+        short.append(f"{_memory(request.memory)} of memory, but only {_memory(max(free_memory, 0))} of this "
+                     f"machine's {_memory(capacity.memory)} are free")
     free_gpus = capacity.gpus - sum(len(r.devices) or r.gpus for r in running)
     if request.gpus > free_gpus:
-        short.append(f"{request.gpus} GPU(s) ({max(free_gpus, 0)} of {capacity.gpus} free)")
+        short.append(f"{request.gpus} GPU(s), but only {max(free_gpus, 0)} of this machine's {capacity.gpus} "
+                     "are free")
     if short:
         holders = sorted(running, key=lambda r: (-r.gpus if request.gpus > free_gpus else 0, -r.cpu, r.job_id))
-        return Fit(False, f"This job needs {' and '.join(short)}. Running jobs (or cancelled ones still "
-                   f"stopping) hold the rest: {_named(holders)}. Wait for one to end, cancel one, or pick a "
-                   "smaller size.", holders=tuple(r.job_id for r in holders))
+        return Fit(False, f"This job needs {'; and '.join(short)}: running jobs (or cancelled ones still "
+                   f"stopping) hold the others: {_named(holders)}. Wait for one to end, or cancel it; or pick "
+                   "a smaller size.", holders=tuple(r.job_id for r in holders))
     return Fit(True)
 
 
