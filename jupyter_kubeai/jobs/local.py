@@ -87,6 +87,8 @@ class LocalJobRunner:
         self._records: dict[str, dict] = {}
         #: supervisor pid -> its Popen, to reap it once it exits (no zombie left behind)
         self._children: dict[int, subprocess.Popen] = {}
+        #: job folders whose supervisor is being started (Pending, not recorded yet)
+        self._launching: set[str] = set()
 
     # --- the runner's own records ------------------------------------------------------------------
 
@@ -156,6 +158,13 @@ class LocalJobRunner:
     def start(self, job_dir: Path, command: list[str], env: dict[str, str] | None = None,
               reservation: dict | None = None) -> None:
         """Start ``command`` in ``job_dir`` under a detached supervisor, recorded with ``reservation``."""
+        self._launching.add(os.path.abspath(job_dir))
+        try:
+            self._start(job_dir, command, env, reservation)
+        finally:
+            self._launching.discard(os.path.abspath(job_dir))
+
+    def _start(self, job_dir: Path, command: list[str], env: dict[str, str] | None, reservation: dict | None) -> None:
         job_dir.mkdir(parents=True, exist_ok=True)
         started = time.time()
         try:
@@ -209,8 +218,8 @@ class LocalJobRunner:
             # The file may say it ended a moment before its supervisor exits, or because the job's code
             # rewrote it: either way the job's processes may still run and hold what they reserved.
             return status if status.active else JobStatus("Running", started=status.started)
-        if not status.active:
-            return status
+        if not status.active or os.path.abspath(job_dir) in self._launching:
+            return status  # (being started in another thread: not recorded yet)
         if self.record(job_dir) is None:
             return JobStatus("Failed", reason="This service has no record of the job's supervisor (its state "
                              "folder was lost or the job was started by an older version); it is not watched.",
