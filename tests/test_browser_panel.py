@@ -11,13 +11,15 @@ the job under a distinct name; an edited parameter reaches the new job's
 snapshot. The next dialog starts from her last choices. The job's outputs
 list no internal files, and its detail shows its history. bob, a member of
 the job's project, sees it without Resubmit, Cancel or Delete. The sidebar's
-Connection section shows its Refresh button whole at the default width.
+Connection section shows its Refresh button (and, once an admin deprecates
+the session's image, the notice) whole at the default width.
 Screenshots land in ``test-artifacts/``.
 """
 
 import json
 
 import pytest
+import requests
 
 from processes import REPO
 
@@ -81,10 +83,13 @@ def connection_shows_refresh_whole(page, panel) -> None:
     refresh = panel.locator(".jp-KubeAI-connection .jp-KubeAI-refresh")
     refresh.wait_for(state="visible")
     page.wait_for_timeout(300)  # the accordion refits on the next frame
-    section = panel.locator(".jp-KubeAI-connection").bounding_box()
-    box = refresh.bounding_box()
-    assert section["x"] <= box["x"] and box["x"] + box["width"] <= section["x"] + section["width"] + 0.5, (box, section)
-    assert section["y"] <= box["y"] and box["y"] + box["height"] <= section["y"] + section["height"] + 0.5, (box, section)
+    assert_inside(refresh.bounding_box(), panel.locator(".jp-KubeAI-connection").bounding_box())
+
+
+def assert_inside(box: dict, outer: dict) -> None:
+    """``box`` lies wholly within ``outer`` (bounding boxes: x, y, width, height)."""
+    assert outer["x"] <= box["x"] and box["x"] + box["width"] <= outer["x"] + outer["width"] + 0.5, (box, outer)
+    assert outer["y"] <= box["y"] and box["y"] + box["height"] <= outer["y"] + outer["height"] + 0.5, (box, outer)
 
 
 @pytest.fixture(scope="module")
@@ -232,3 +237,22 @@ def test_submit_cancel_and_resubmit_as_a_new_user_would(hub):
         for action in ("resubmit", "delete", "cancel"):
             expect(seen.locator(f'[data-kubeai-action="{action}"]')).to_have_count(0)
         bob.screenshot(path=str(ARTIFACTS / "browser-teammate-job.png"))
+
+        # An admin deprecates the image alice's session runs: the Connection section shows the
+        # notice and its Refresh button, both whole.
+        api = f"{hub.url}/services/kubeai/api/admin/images"
+        auth = {"Authorization": f"token {hub.token('admin')}"}
+        python = requests.get(f"{api}/python", headers=auth, timeout=30).json()
+        newer = {**python, "name": "python-next", "display_name": "Python next", "default": True}
+        r = requests.post(api, json=newer, headers=auth, timeout=30)
+        assert r.status_code == 201, r.text
+        r = requests.put(f"{api}/python", json={**python, "default": False, "deprecated": True,
+                                                 "replacement": "python-next"}, headers=auth, timeout=30)
+        assert r.status_code == 200, r.text
+        panel = open_kubeai_panel(page)
+        panel.locator(".jp-KubeAI-connection .jp-KubeAI-refresh").click()
+        notice = panel.locator('[data-kubeai-field="notice"]')
+        expect(notice).to_contain_text("deprecated", timeout=30_000)
+        connection_shows_refresh_whole(page, panel)
+        assert_inside(notice.bounding_box(), panel.locator(".jp-KubeAI-connection").bounding_box())
+        page.screenshot(path=str(ARTIFACTS / "browser-panel-deprecated-image.png"))
