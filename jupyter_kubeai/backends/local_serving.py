@@ -407,9 +407,18 @@ class LocalServing(ServingBackend):
 
     # --- the interface ---------------------------------------------------------------------------
 
+    def _cancel_relaunch(self, name: str) -> None:
+        """Stop the watcher's restart of ``name`` (its half-started server is stopped): the caller acts now."""
+        task = self._relaunching.pop(name, None)
+        if task is not None:
+            task.cancel()
+
     async def deploy(self, spec: DeploymentSpec) -> dict:
         self._check(spec)
         self._ensure_watching()
+        if spec.name in self.current or self._reload(spec.name) is not None:
+            # A record left by a service of the same name that is gone from the store: its server goes first.
+            await self.delete(spec.name)
         launch = launch_args(spec)
         try:
             started = await self._launch(launch, {"name": spec.name, "restarts": 0, "reason": ""}, pending=False)
@@ -422,6 +431,7 @@ class LocalServing(ServingBackend):
     async def update(self, spec: DeploymentSpec) -> dict:
         self._check(spec)
         self._ensure_watching()
+        self._cancel_relaunch(spec.name)
         started = await self._switch(spec.name, launch_args(spec))  # the old one serves until the new one is ready
         return {key: started[key] for key in DETAILS}
 
@@ -430,9 +440,7 @@ class LocalServing(ServingBackend):
         entry = self.current.get(name) or self._reload(name)
         if entry is None or "launch" not in entry:
             raise Conflict(f"Service {name!r} has no model server recorded on this machine: update it to start one.")
-        task = self._relaunching.pop(name, None)
-        if task is not None:
-            task.cancel()
+        self._cancel_relaunch(name)
         self._ensure_watching()
         if entry.get("pid") is not None and is_ours(_identity(entry), MARKER):
             started = await self._switch(name, entry["launch"])
@@ -451,9 +459,7 @@ class LocalServing(ServingBackend):
     async def delete(self, name: str) -> bool:
         entry = self.current.get(name) or self._reload(name)
         self._save(name, None)
-        task = self._relaunching.pop(name, None)
-        if task is not None:
-            task.cancel()
+        self._cancel_relaunch(name)
         if entry is None:
             return False
         await asyncio.gather(*(self._terminate(identity) for identity in
