@@ -212,6 +212,11 @@ def services_rollback(client, args, out) -> int:
     return 0
 
 
+def services_restart(client, args, out) -> int:
+    print(_service_line(client.call("POST", f"api/services/{args.name}/restart", {})), file=out)
+    return 0
+
+
 def services_delete(client, args, out) -> int:
     client.call("DELETE", f"api/services/{args.name}")
     print(f"{args.name} deleted", file=out)
@@ -270,7 +275,7 @@ def add_commands(command, group) -> None:
     p.add_argument("model")
     p.add_argument("version", type=int)
 
-    services = group("services", "Inference services: list (the default), status, deploy, update, rollback, delete, predict.")
+    services = group("services", "Inference services: list (the default), status, deploy, update, rollback, restart, delete, predict.")
     services.set_defaults(func=services_list, json=False)
     sub = services.add_subparsers(dest="action", metavar="ACTION")
     p = command(sub, "list", services_list, "Services you may see, with state and endpoint.")
@@ -296,6 +301,9 @@ def add_commands(command, group) -> None:
         p.add_argument("--max-latency-ms", type=float, dest="max_latency_ms",
                        help="Adaptive batching: wait at most this long for a batch to fill.")
     command(sub, "rollback", services_rollback, "Go back to the previous version.").add_argument("name")
+    command(sub, "restart", services_restart,
+            "Start a Failed service's model server anew, same version (local mode; a rollout restart on a cluster).",
+            ).add_argument("name")
     command(sub, "delete", services_delete, "Stop and remove a service.").add_argument("name")
     p = command(sub, "predict", services_predict, "Send one request (JSON, or - for stdin); prints the answer.")
     p.add_argument("name")

@@ -19,7 +19,7 @@ async def kubeai(hub, serve, service, tmp_path, monkeypatch):
     return make_runner("alice-token")
 
 
-async def test_register_alias_deploy_update_rollback(kubeai):
+async def test_register_alias_deploy_update_rollback(kubeai, capsys):
     code, out = await kubeai("models", "register", "iris", "--path", "out", "--project", "vision", "-t", "team=cv")
     assert code == 0 and out.startswith("vision/iris version 1 (sha256:"), out
     assert (await kubeai("models", "register", "iris", "--path", "out/model.joblib", "--project", "vision"))[0] == 0
@@ -38,6 +38,9 @@ async def test_register_alias_deploy_update_rollback(kubeai):
     assert code == 0 and out.splitlines()[0].split()[0] == "SERVICE" and "iris-api" in out
     code, out = await kubeai("services", "rollback", "iris-api")
     assert code == 0 and "iris:1" in out
+    capsys.readouterr()
+    code, _ = await kubeai("services", "restart", "iris-api")  # reaches the route; this backend cannot restart
+    assert code == 1 and "not supported" in capsys.readouterr().err
     code, out = await kubeai("models", "delete-version", "iris", "1")
     assert code == 1  # in use: the message is on stderr
     assert (await kubeai("services", "delete", "iris-api"))[0] == 0
