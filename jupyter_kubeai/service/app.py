@@ -69,12 +69,12 @@ from .model_handlers import (
     ServiceEntryHandler,
     ServiceMetadataHandler,
     ServicePredictHandler,
+    ServiceRestartHandler,
     ServiceRollbackHandler,
     ServicesHandler,
 )
 from .models import ModelManager
 from .ops_handlers import DoctorHandler, MetricsHandler, ReadyHandler
-from .restart_handler import ServiceRestartHandler
 
 #: Path parameters of the routes: name -> the regex it matches (one place).
 PATH_PARAMETERS = {

@@ -118,6 +118,18 @@ class ServiceRollbackHandler(ModelHandler):
         self.write_json(await self.models.status_json(record, self.service.service_prefix, self.identity))
 
 
+class ServiceRestartHandler(ModelHandler):
+    """``POST api/services/{name}/restart``: the model server started anew, same version (owner or hub admin).
+
+    For a local model server shown Failed once its cause is fixed, or to reload
+    a predictor; a backend that cannot restart answers 409 saying what to do instead.
+    """
+
+    async def post(self, name):
+        record = await self.models.restart(self.identity, name)
+        self.write_json(await self.models.status_json(record, self.service.service_prefix, self.identity))
+
+
 class ServeProxyHandler(ModelHandler):
     """``/serve/{name}/<path>``: a service's model server, for whoever may see the service.
 
