@@ -36,6 +36,9 @@ _ANSWERS = [not_a_server_error, content_type_conformance, response_schema_confor
 #: A request that breaks the schema may be answered by any 4xx: a path outside the routes' patterns is a
 #: 404 from the router, which no operation documents. Valid requests get only documented statuses.
 CHECKS = {MODES[0]: [*_ANSWERS, status_code_conformance], MODES[1]: _ANSWERS}
+#: Documented paths without parameters: a schema-breaking path parameter may spell one of them
+#: (``api/admin/{collection}`` with ``doctor``), and then another operation answers, by its own schema.
+FIXED_PATHS = {(method, "/" + path) for method, path in document_operations() if "{" not in path}
 
 
 def findings(url: str, token: str, mode, sent: list, items: dict | None = None) -> list[str]:
@@ -65,6 +68,8 @@ def findings(url: str, token: str, mode, sent: list, items: dict | None = None) 
             response = case.call(base_url=base_url, session=session, headers={"Authorization": f"token {token}"},
                                  timeout=30)
             sent.append((operation.label, response.status_code))
+            if names and (case.method.upper(), case.formatted_path) in FIXED_PATHS:
+                return  # another operation's route took it (see FIXED_PATHS)
             try:
                 case.validate_response(response, checks=CHECKS[mode])
             except (Failure, FailureGroup) as e:  # one finding per check that failed
