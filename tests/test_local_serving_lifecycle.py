@@ -262,17 +262,19 @@ async def test_restart_through_the_api_is_the_owners_and_recorded(hub, serve, se
         code, svc = await call(url + "api/services", "alice-token", method="POST",
                                body=json.dumps({"name": "clf-api", "model_id": answer["model"]["id"]}))
         assert code == 201 and svc["state"] == "Ready", svc
-        before = app.serving_backend.current["clf-api"]["pid"]
+        before = ProcessIdentity.from_json(app.serving_backend.current["clf-api"])
 
         # A teammate sees the service but may not restart it.
         code, refused = await call(url + "api/services/clf-api/restart", "bob-token", method="POST", body="{}")
         assert code == 403 and "alice" in refused["message"], refused
         code, svc = await call(url + "api/services/clf-api/restart", "alice-token", method="POST", body="{}")
         assert code == 200 and svc["state"] == "Ready" and svc["serving_version"] == 1, svc
-        after = app.serving_backend.current["clf-api"]["pid"]
+        after = ProcessIdentity.from_json(app.serving_backend.current["clf-api"])
         assert after != before
         code, detail = await call(url + "api/services/clf-api", "alice-token")
         assert [(e["action"], e["actor"]) for e in detail["events"]][-1] == ("restarted", "alice")
     finally:
         await app.serving_backend.delete("clf-api")
         await app.serving_backend.stop()
+    # The server switched from is stopped too, though the delete came within its grace (it used to outlive the test).
+    assert not alive(before) and not alive(after)

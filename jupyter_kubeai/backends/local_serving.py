@@ -92,6 +92,12 @@ def _identity(entry: dict | None) -> ProcessIdentity | None:
     return ProcessIdentity.from_json(entry) if entry else None
 
 
+def _servers(entry: dict) -> list[ProcessIdentity]:
+    """Every model server a record names: the serving one, a pending one, and those retiring after a switch."""
+    found = [_identity(entry), _identity(entry.get("pending")), *map(_identity, entry.get("retiring", ()))]
+    return [identity for identity in found if identity is not None]
+
+
 class LocalServing(ServingBackend):
     name = "local"
 
@@ -160,6 +166,8 @@ class LocalServing(ServingBackend):
         #: service name -> the task starting its server again
         self._relaunching: dict[str, asyncio.Task] = {}
         self._watcher: asyncio.Task | None = None
+        #: the timers that stop a switched-from server once its grace is over
+        self._retirements: set[asyncio.TimerHandle] = set()
 
     # --- records -------------------------------------------------------------------------------
 
@@ -207,6 +215,9 @@ class LocalServing(ServingBackend):
                 # version the current server has, so the half-started new one goes.
                 await asyncio.to_thread(stop_group, pending, MARKER, 5.0)
                 entry["pending"] = None
+            for retiring in map(_identity, entry.pop("retiring", ())):
+                # Switched from just before the previous service process ended: its grace is long over.
+                await asyncio.to_thread(stop_group, retiring, MARKER, 5.0)
             self._save(path.stem, entry)
         self._ensure_watching()
 
@@ -223,13 +234,19 @@ class LocalServing(ServingBackend):
             self._watcher = None
         for task in list(self._relaunching.values()):
             task.cancel()
-        if not self.stop_with_service:
-            return
+        for timer in self._retirements:
+            timer.cancel()
+        self._retirements.clear()
         stops = []
         for name, entry in list(self.current.items()):
-            for identity in (_identity(entry), _identity(entry.get("pending"))):
-                if identity is not None:
-                    stops.append(asyncio.to_thread(stop_group, identity, MARKER, 5.0))
+            # Servers switched from are stopped now, whatever happens to the serving one.
+            stops += [asyncio.to_thread(stop_group, identity, MARKER, 5.0)
+                      for identity in map(_identity, entry.get("retiring", ()))]
+            entry = {**entry, "retiring": []}
+            if not self.stop_with_service:
+                self._save(name, entry)
+                continue
+            stops += [asyncio.to_thread(stop_group, identity, MARKER, 5.0) for identity in _servers(entry)]
             self._save(name, {**entry, "pending": None, "state": "stopped", "reason": "Stopped with the hub service."})
         await asyncio.gather(*stops)
         self._reap()
@@ -331,13 +348,26 @@ class LocalServing(ServingBackend):
                 self._save(name, {**entry, "pending": None})
             raise
         entry = self.current.get(name) or old
-        self._save(name, {**entry, **started, "launch": launch, "pending": None, "state": "ready", "reason": "",
-                          "restarts": 0})
         previous = _identity(old)
+        retiring = list(entry.get("retiring", ()))
         if previous is not None and previous != _identity(started):
-            asyncio.get_running_loop().call_later(
-                SWITCH_GRACE, lambda: asyncio.ensure_future(self._terminate(previous)))
+            # Recorded until stopped, so neither a delete in the grace nor the service's end leaves it running.
+            retiring.append(previous.to_json())
+            timer = asyncio.get_running_loop().call_later(
+                SWITCH_GRACE, lambda: asyncio.ensure_future(self._retire(name, previous, timer)))
+            self._retirements.add(timer)
+        self._save(name, {**entry, **started, "launch": launch, "pending": None, "state": "ready", "reason": "",
+                          "restarts": 0, "retiring": retiring})
         return started
+
+    async def _retire(self, name: str, identity: ProcessIdentity, timer: asyncio.TimerHandle) -> None:
+        """Stop a server switched from, once its grace is over, and drop it from the record."""
+        self._retirements.discard(timer)
+        await self._terminate(identity)
+        entry = self.current.get(name)
+        if entry is not None:
+            kept = [r for r in entry.get("retiring", ()) if _identity(r) != identity]
+            self._save(name, {**entry, "retiring": kept})
 
     # --- watching --------------------------------------------------------------------------------
 
@@ -462,8 +492,7 @@ class LocalServing(ServingBackend):
         self._cancel_relaunch(name)
         if entry is None:
             return False
-        await asyncio.gather(*(self._terminate(identity) for identity in
-                               (_identity(entry), _identity(entry.get("pending"))) if identity is not None))
+        await asyncio.gather(*(self._terminate(identity) for identity in _servers(entry)))
         return True
 
     async def status(self, name: str) -> ServiceStatus:
