@@ -20,8 +20,6 @@ import requests
 
 from processes import free_port, start, stop, wait_for_http
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-
 MAX_BODY = 8 * 1024 * 1024
 PREDICTOR = """
 class Predictor:
